@@ -1,0 +1,1 @@
+"""Data stages: sources → conversations → tasks/templates → mixtures → tokenize+mask → pack."""

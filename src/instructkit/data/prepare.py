@@ -1,0 +1,328 @@
+"""`instructkit data prepare`: sources → conversations → tokens with exact masks → (packed) rows on disk.
+
+A linear sequence of named steps (read, convert, tokenize + mask, length policy, pack, save), each
+counted in `stats.json`, so nothing is dropped silently. Output is a `datasets` directory that
+`instructkit train` reads, plus `prepare.json` (settings), `stats.json` and `tokenizer/`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..errors import BadRowError, InstructkitError
+from .conversation import CONVERSATION_FEATURES, ConversationError
+from .converters import FORMATS, detect_format, to_conversations
+from .packing import pack_table
+from .rejects import OnError, RejectLog
+from .sources import expand_sources, iter_source_rows
+from .tokenize import IGNORE_INDEX, ChatTokenizer, LossOn
+
+Overlong = Literal["truncate", "drop", "split"]
+KEPT_STATUSES = ["ok", "truncated", "split", "split_piece"]
+TEXT_FEATURES = datasets.Features(
+    {"text": datasets.Value("string"), "source": datasets.Value("string"), "row_id": datasets.Value("int64")}
+)
+
+
+@dataclass
+class PrepareConfig:
+    sources: list[str]
+    tokenizer: str
+    out: str
+    max_length: int = 2048
+    pack: bool = False
+    chat_template: str | None = None  # built-in name, Jinja source, or None for the tokenizer's own
+    loss_on: LossOn = "assistant"
+    overlong: Overlong = "truncate"
+    format: str | None = None  # None: detect from columns
+    on_error: OnError = "raise"
+    num_proc: int = 1
+    trust_remote_code: bool = False
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def read_examples(
+    sources: list[str], fmt: str | None, rejects: RejectLog, skipped_files: list[dict[str, str]] | None = None
+) -> tuple[datasets.Dataset, str, int]:
+    """Read every source row into conversations (or raw text rows). Returns (dataset, format, rows read).
+
+    Files found inside a directory whose columns fit no format are skipped and listed in
+    `skipped_files` (e.g. a metadata JSON next to the data); a file named directly must fit.
+    """
+    records: list[dict[str, Any]] = []
+    chosen: str | None = fmt
+    rows_read = 0
+    for unit, from_directory in expand_sources(sources):
+        unit_format = fmt
+        for raw in iter_source_rows(unit):
+            if raw.error is None and unit_format is None:
+                try:
+                    unit_format = detect_format(raw.record.keys())
+                except InstructkitError as exc:
+                    if not from_directory:
+                        raise InstructkitError(f"{unit}: {exc}") from None
+                    if skipped_files is not None:
+                        skipped_files.append({"file": unit, "reason": str(exc)})
+                    break
+            rows_read += 1
+            if raw.error is not None:
+                rejects.reject(raw.error)
+                continue
+            chosen = chosen or unit_format
+            if (unit_format == "text") != (chosen == "text"):
+                raise InstructkitError(
+                    f"{raw.file}: mixes raw text rows with conversation rows; prepare them separately"
+                )
+            records.extend(_convert(raw.record, unit_format, raw.file, raw.row, rejects))
+    if chosen is None:
+        raise InstructkitError(f"no usable rows found in {', '.join(sources)}")
+    features = TEXT_FEATURES if chosen == "text" else CONVERSATION_FEATURES
+    return datasets.Dataset.from_list(records, features=features), chosen, rows_read
+
+
+def _convert(
+    record: dict[str, Any], fmt: str, file: str, row: int, rejects: RejectLog
+) -> list[dict[str, Any]]:
+    try:
+        if fmt == "text":
+            text = record.get("text")
+            if not isinstance(text, str) or not text.strip():
+                raise ConversationError(
+                    "text",
+                    "missing or empty" if not text else f"expected a string, got {type(text).__name__}",
+                )
+            return [{"text": text, "source": file, "row_id": row}]
+        if fmt not in FORMATS:
+            raise InstructkitError(f"unknown format {fmt!r} (accepted: {', '.join(FORMATS)})")
+        return [conv.to_record() for conv in to_conversations(record, fmt, file, row)]
+    except ConversationError as exc:
+        rejects.reject(BadRowError(file, row, exc.field, exc.reason), data=record)
+        return []
+
+
+class _Tokenize:
+    """The batched `datasets.map` function: tokenize + mask + length policy, one status per output row."""
+
+    def __init__(self, chat_tok: ChatTokenizer, cfg: PrepareConfig, text: bool):
+        self.chat_tok, self.cfg, self.text = chat_tok, cfg, text
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        if self.text:
+            encoded = self.chat_tok.encode_text(batch["text"])
+        else:
+            chats = [
+                [{"role": m["role"], "content": m["content"]} for m in msgs] for msgs in batch["messages"]
+            ]
+            encoded = self.chat_tok.encode(chats, self.cfg.loss_on)
+        out: dict[str, list] = {
+            "input_ids": [],
+            "labels": [],
+            "status": [],
+            "reason": [],
+            "source": [],
+            "row_id": [],
+        }
+        for enc, source, row_id in zip(encoded, batch["source"], batch["row_id"]):
+            if isinstance(enc, Exception):
+                self._emit(out, [], [], "rejected", str(enc), source, row_id)
+                continue
+            for ids, labels, status in apply_length_policy(
+                enc.input_ids, enc.labels, self.cfg.max_length, self.cfg.overlong
+            ):
+                self._emit(out, ids, labels, status, "", source, row_id)
+        return out
+
+    @staticmethod
+    def _emit(out, ids, labels, status, reason, source, row_id) -> None:
+        for key, value in (
+            ("input_ids", ids),
+            ("labels", labels),
+            ("status", status),
+            ("reason", reason),
+            ("source", source),
+            ("row_id", row_id),
+        ):
+            out[key].append(value)
+
+
+def apply_length_policy(ids: list[int], labels: list[int], max_length: int, policy: Overlong):
+    """Yield (ids, labels, status) pieces for one example under the over-long policy."""
+    if len(ids) <= max_length:
+        yield (ids, labels, "ok") if _trainable(labels) else ([], [], "dropped_no_trainable")
+        return
+    if policy == "drop":
+        yield [], [], "dropped_overlong"
+    elif policy == "truncate":
+        ids, labels = ids[:max_length], labels[:max_length]
+        yield (ids, labels, "truncated") if _trainable(labels) else ([], [], "dropped_no_trainable")
+    else:
+        for start in range(0, len(ids), max_length):
+            piece_ids, piece_labels = ids[start : start + max_length], labels[start : start + max_length]
+            if len(piece_ids) >= 2 and _trainable(piece_labels):
+                yield piece_ids, piece_labels, "split" if start == 0 else "split_piece"
+
+
+def _trainable(labels: list[int]) -> bool:
+    return any(label != IGNORE_INDEX for label in labels[1:])
+
+
+def tokenize_dataset(
+    ds: datasets.Dataset, chat_tok: ChatTokenizer, cfg: PrepareConfig, text: bool
+) -> datasets.Dataset:
+    """Run the tokenize + mask + length-policy map over a dataset of conversations or texts."""
+    return ds.map(
+        _Tokenize(chat_tok, cfg, text),
+        batched=True,
+        batch_size=256,
+        num_proc=cfg.num_proc if cfg.num_proc > 1 else None,
+        remove_columns=ds.column_names,
+        features=datasets.Features(
+            {
+                "input_ids": datasets.List(datasets.Value("int32")),
+                "labels": datasets.List(datasets.Value("int32")),
+                "status": datasets.Value("string"),
+                "reason": datasets.Value("string"),
+                "source": datasets.Value("string"),
+                "row_id": datasets.Value("int64"),
+            }
+        ),
+        desc="tokenize + mask",
+        load_from_cache_file=False,
+    )
+
+
+def load_prepare_tokenizer(cfg: PrepareConfig, ds: datasets.Dataset, text: bool):
+    """Load the tokenizer, or train a tiny BPE on the data for `tiny[:preset]`."""
+    from ..hub import load_tokenizer
+    from ..train.models import is_tiny, tiny_preset, train_tiny_tokenizer
+
+    if cfg.tokenizer == "tiny" or is_tiny(cfg.tokenizer):
+        preset = tiny_preset(cfg.tokenizer if is_tiny(cfg.tokenizer) else "tiny:micro")
+        texts = ds["text"] if text else (m["content"] for msgs in ds["messages"] for m in msgs)
+        return train_tiny_tokenizer(
+            texts, vocab_size=preset.vocab_size, chat_template=cfg.chat_template or "tulu"
+        )
+    return load_tokenizer(cfg.tokenizer, trust_remote_code=cfg.trust_remote_code)
+
+
+def prepare(cfg: PrepareConfig, progress: bool = True) -> dict[str, Any]:
+    """Run the whole preparation; writes the output directory and returns the stats."""
+    if cfg.overlong == "split" and cfg.loss_on != "all":
+        raise InstructkitError("--overlong split is for pretraining data only (use it with --loss-on all)")
+    if not progress:
+        datasets.disable_progress_bars()
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    rejects = RejectLog(cfg.on_error)
+    skipped_files: list[dict[str, str]] = []
+    ds, fmt, rows_read = read_examples(cfg.sources, cfg.format, rejects, skipped_files)
+    text = fmt == "text"
+    if text and cfg.loss_on != "all":
+        cfg.loss_on = "all"
+    timings["read"] = time.perf_counter() - t0
+
+    tokenizer = load_prepare_tokenizer(cfg, ds, text)
+    chat_tok = ChatTokenizer(tokenizer, "plain" if text and not cfg.chat_template else cfg.chat_template)
+    if not text:
+        tokenizer.chat_template = chat_tok.template  # train and eval render with the template masked here
+    t1 = time.perf_counter()
+    tokenized = tokenize_dataset(ds, chat_tok, cfg, text)
+    timings["tokenize"] = time.perf_counter() - t1
+    table = tokenized.data.table
+    status = Counter(dict(zip(*[c.to_pylist() for c in pc.value_counts(table.column("status")).flatten()])))
+    _reject_unmaskable(table, rejects)
+    kept = datasets.Dataset(table.filter(pc.is_in(table.column("status"), pa.array(KEPT_STATUSES))))
+    stats = _count(kept, status, rows_read, len(rejects), len(ds))
+    stats["skipped_files"] = skipped_files
+
+    t2 = time.perf_counter()
+    final = _finish_rows(kept, cfg, stats)
+    timings["pack" if cfg.pack else "index"] = time.perf_counter() - t2
+    stats["seconds"] = {k: round(v, 3) for k, v in timings.items()}
+    stats["examples_per_second"] = round(stats["examples_in"] / max(1e-9, time.perf_counter() - t0), 1)
+    _write_output(final, cfg, fmt, stats, tokenizer, rejects)
+    return stats
+
+
+def _reject_unmaskable(table: pa.Table, rejects: RejectLog) -> None:
+    """Conversations the template cannot mask exactly: stop, or log them as rejects."""
+    bad = table.filter(pc.equal(table.column("status"), "rejected")).select(["source", "row_id", "reason"])
+    for row in bad.to_pylist():
+        rejects.reject(BadRowError(row["source"], row["row_id"], "messages", row["reason"]))
+
+
+def _count(
+    kept: datasets.Dataset, status: Counter, rows_read: int, rejected: int, converted: int
+) -> dict[str, Any]:
+    lengths = np.asarray(pc.list_value_length(kept.data.column("input_ids")).to_numpy(zero_copy_only=False))
+    labels = kept.data.column("labels").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    return {
+        "examples_in": rows_read,
+        "rejected": rejected,
+        "converted": converted,
+        "truncated": status.get("truncated", 0),
+        "dropped_overlong": status.get("dropped_overlong", 0),
+        "dropped_no_trainable": status.get("dropped_no_trainable", 0),
+        "split_examples": status.get("split", 0),
+        "split_pieces": status.get("split", 0) + status.get("split_piece", 0),
+        "examples_out": len(kept),
+        "tokens": int(lengths.sum()),
+        "trainable_tokens": int((labels != IGNORE_INDEX).sum()),
+        "max_tokens": int(lengths.max()) if len(lengths) else 0,
+    }
+
+
+def _finish_rows(kept: datasets.Dataset, cfg: PrepareConfig, stats: dict[str, Any]) -> datasets.Dataset:
+    """Pack (global best-fit decreasing) or keep rows unpacked with a `length` column for grouping."""
+    table = kept.data.table.select(["input_ids", "labels"])
+    if cfg.pack:
+        packed, pstats = pack_table(table, cfg.max_length)
+        stats.update(
+            packs=pstats.packs,
+            packing_efficiency=round(pstats.efficiency, 6),
+            lower_bound_packs=pstats.lower_bound_packs,
+        )
+        stats["trainable_tokens_packed"] = int(
+            (packed.column("labels").combine_chunks().flatten().to_numpy() != IGNORE_INDEX).sum()
+        )
+        return datasets.Dataset(packed)
+    lengths = pc.list_value_length(table.column("input_ids"))
+    stats.update(packs=None, packing_efficiency=None)
+    return datasets.Dataset(table.append_column("length", lengths.cast(pa.int32())))
+
+
+def _write_output(
+    final: datasets.Dataset,
+    cfg: PrepareConfig,
+    fmt: str,
+    stats: dict[str, Any],
+    tokenizer,
+    rejects: RejectLog,
+) -> None:
+    """Save atomically: write next to the target, then swap it in."""
+    out = Path(cfg.out)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    final.save_to_disk(str(tmp))
+    tokenizer.save_pretrained(str(tmp / "tokenizer"))
+    settings = {**asdict(cfg), "format": fmt, "packed": cfg.pack}
+    (tmp / "prepare.json").write_text(json.dumps(settings, indent=2, default=str))
+    rejects_path = rejects.write(tmp / "rejects.jsonl")
+    stats["rejects_file"] = str(out / "rejects.jsonl") if rejects_path else None
+    (tmp / "stats.json").write_text(json.dumps(stats, indent=2))
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)

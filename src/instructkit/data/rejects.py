@@ -1,0 +1,37 @@
+"""The bad-row policy: stop at the first bad row (default) or skip it into a rejects file, counted."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ..errors import BadRowError
+
+OnError = Literal["raise", "skip"]
+
+
+@dataclass
+class RejectLog:
+    """Collects rejected rows with their reasons; raises instead when the policy is `raise`."""
+
+    on_error: OnError = "raise"
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def reject(self, error: BadRowError, data: Any = None) -> None:
+        if self.on_error == "raise":
+            raise error
+        self.rows.append({**error.as_record(), "data": data})
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def write(self, path: Path) -> Path | None:
+        """Write rejects as JSONL (one row with its reason per line); nothing when there are none."""
+        if not self.rows:
+            return None
+        with open(path, "w", encoding="utf-8") as fh:
+            for row in self.rows:
+                fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+        return path

@@ -1,0 +1,80 @@
+"""Loading from the Hugging Face hub or local paths, with one clear error when the hub is unreachable."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from .errors import HubUnreachableError, InstructkitError
+
+_OFFLINE_HINT = (
+    "the Hugging Face hub cannot be reached from this machine (or HF_HUB_OFFLINE=1 is set). "
+    "Point at local files instead: a directory saved with save_pretrained / save_to_disk, "
+    "or JSONL / JSON / Parquet / CSV files."
+)
+
+
+def is_local(path_or_id: str) -> bool:
+    """True when the string names something on disk (a hub id never exists as a local path)."""
+    return Path(path_or_id).expanduser().exists()
+
+
+def _is_connection_problem(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__}: {exc}".lower()
+    needles = (
+        "connection",
+        "offline",
+        "resolve",
+        "timed out",
+        "timeout",
+        "network",
+        "max retries",
+        "couldn't reach",
+        "cannot reach",
+        "we couldn't connect",
+        "localentrynotfound",
+        "name or service",
+    )
+    return any(n in text for n in needles)
+
+
+def hub_error(kind: str, name: str, exc: BaseException) -> InstructkitError:
+    """Turn a loading failure into a clear error; connection failures get the offline hint."""
+    if _is_connection_problem(exc) or os.environ.get("HF_HUB_OFFLINE") == "1":
+        return HubUnreachableError(
+            f"cannot load {kind} {name!r}: {_OFFLINE_HINT} (cause: {type(exc).__name__}: {exc})"
+        )
+    return InstructkitError(f"cannot load {kind} {name!r}: {type(exc).__name__}: {exc}")
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
+    """AutoTokenizer from a local path or hub id (fast tokenizers only: masks need offsets-free exact ids)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except Exception as exc:  # transformers raises OSError/ValueError/HTTP errors depending on the cause
+        raise hub_error("tokenizer", name, exc) from exc
+
+
+def load_causal_lm(name: str, trust_remote_code: bool = False, **kwargs: Any) -> Any:
+    """AutoModelForCausalLM from a local path or hub id, safetensors only, remote code off by default."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            name, trust_remote_code=trust_remote_code, use_safetensors=True, **kwargs
+        )
+    except Exception as exc:
+        raise hub_error("model", name, exc) from exc
+
+
+def load_hub_dataset(name: str, config: str | None = None, split: str | None = None, **kwargs: Any) -> Any:
+    """datasets.load_dataset for a hub id, with the offline hint on connection failures."""
+    import datasets
+
+    try:
+        return datasets.load_dataset(name, config, split=split, **kwargs)
+    except Exception as exc:
+        raise hub_error("dataset", name, exc) from exc

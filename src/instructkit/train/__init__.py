@@ -1,0 +1,1 @@
+"""Training: tiny model factory, model loading, collators and the Trainer wrapper."""

@@ -1,0 +1,51 @@
+"""Shared fixtures: the ../shared/data directory (skipped cleanly when absent) and tiny tokenizers/models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("INSTRUCTKIT_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+TOKENIZER_CORPUS = [
+    "What is 12 plus 35? The answer is 47.",
+    "Write a short poem about the sea. The waves roll in and out.",
+    "Is the following sentence positive or negative? I loved this movie. positive",
+    "Read the paragraph and answer: where did Alice go? Alice went to the market.",
+    "Hello, how are you today? I am fine, thank you for asking!",
+    "Sort the list: 3 1 2. Answer: 1 2 3",
+    "Translate to French: cat -> chat. dog -> chien.",
+] * 40
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path to ../shared/data; tests that need it skip (saying why) when it is not there."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"needs the shared data directory {SHARED_DATA} (not present in this checkout)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    """A byte-level BPE trained here (no download) carrying the `tulu` chat template."""
+    from instructkit.train.models import train_tiny_tokenizer
+
+    return train_tiny_tokenizer(TOKENIZER_CORPUS, vocab_size=512)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_tokenizer):
+    """A ~0.1M-parameter Llama (sdpa, fp32, eval mode) sized to `tiny_tokenizer`."""
+    from instructkit.train.models import build_tiny_model
+
+    model = build_tiny_model("tiny:nano", tiny_tokenizer, seed=0)
+    model.eval()
+    return model
