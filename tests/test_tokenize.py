@@ -128,3 +128,27 @@ def test_missing_template_is_a_clear_error(tiny_tokenizer):
     tok.chat_template = None
     with pytest.raises(InstructkitError, match="no chat template.*tulu"):
         ChatTokenizer(tok, None)
+
+
+messy = st.text(alphabet=" \n\tab1.é<>|/", min_size=1, max_size=12).filter(lambda s: s.strip())
+
+
+@st.composite
+def messy_conversations(draw):
+    chat = []
+    for _ in range(draw(st.integers(min_value=1, max_value=2))):
+        chat += [{"role": "user", "content": draw(messy)}, {"role": "assistant", "content": draw(messy)}]
+    return chat
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(chat=messy_conversations(), template=st.sampled_from(sorted(END_OF_TURN)))
+def test_offset_boundaries_agree_with_tokenizing_every_prefix(tiny_tokenizer, chat, template):
+    """The one-tokenization path gives exactly the labels (or the error) of tokenizing each prefix."""
+    ct = ChatTokenizer(tiny_tokenizer, template)
+    fast, strict = ct.encode([chat])[0], ct.encode([chat], strict=True)[0]
+    if isinstance(strict, TemplateMaskError):
+        assert isinstance(fast, TemplateMaskError)
+    else:
+        assert not isinstance(fast, Exception), fast
+        assert (fast.input_ids, fast.labels) == (strict.input_ids, strict.labels)

@@ -11,6 +11,7 @@ to do exactly, and a `TemplateMaskError` names the turn instead of guessing.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -84,25 +85,106 @@ class ChatTokenizer:
         return [Encoded(ids + eos, ids + eos) for ids in self.tokenize(texts)]
 
     def encode(
-        self, chats: Sequence[Chat], loss_on: LossOn = "assistant"
+        self, chats: Sequence[Chat], loss_on: LossOn = "assistant", strict: bool = False
     ) -> list[Encoded | TemplateMaskError]:
-        """Tokenize conversations; a conversation that cannot be masked exactly yields its error."""
-        fulls = self.tokenize(self.render(chats))
+        """Tokenize conversations; a conversation that cannot be masked exactly yields its error.
+
+        The whole conversation is tokenized once, with character offsets. Each trained turn's prompt
+        and end renderings must be string prefixes of the conversation, and a token boundary must
+        fall exactly at each prefix's end: then (BPE, unigram and WordPiece alike) the prefix
+        tokenizes to exactly the tokens before that boundary, because no merge crosses it. Where a
+        boundary is not clean (e.g. trimmed offsets), or with `strict=True`, the prefixes are
+        tokenized and compared token by token instead.
+        """
+        full_texts = self.render(chats)
         if loss_on == "all":
-            return [Encoded(ids, list(ids)) for ids in fulls]
+            return [Encoded(ids, list(ids)) for ids in self.tokenize(full_texts)]
+        encoded = self.tokenizer(full_texts, add_special_tokens=False, return_offsets_mapping=not strict)
         turns = [_trained_turns(chat, loss_on) for chat in chats]
-        prompts = self.tokenize(self.render([chat[:i] for chat, ts in zip(chats, turns) for i in ts], True))
-        ends = self.tokenize(self.render([chat[: i + 1] for chat, ts in zip(chats, turns) for i in ts]))
+        prompts = self.render([chat[:i] for chat, ts in zip(chats, turns) for i in ts], True)
+        ends = self.render(
+            [chat[: i + 1] for chat, ts in zip(chats, turns) for i in ts if i != len(chat) - 1]
+        )
         results: list[Encoded | TemplateMaskError] = []
-        cursor = 0
-        for full, ts in zip(fulls, turns):
-            spans = [(prompts[cursor + k], ends[cursor + k], i) for k, i in enumerate(ts)]
-            cursor += len(ts)
+        p_cursor = e_cursor = 0
+        for n, (chat, ts) in enumerate(zip(chats, turns)):
+            spans = []
+            for i in ts:
+                is_last = i == len(chat) - 1
+                spans.append((prompts[p_cursor], full_texts[n] if is_last else ends[e_cursor], i))
+                p_cursor += 1
+                e_cursor += not is_last
+            ids = encoded["input_ids"][n]
+            offsets = None if strict else encoded["offset_mapping"][n]
             try:
-                results.append(Encoded(full, _labels_from_spans(full, spans)))
+                results.append(Encoded(ids, self._labels(full_texts[n], ids, offsets, spans)))
             except TemplateMaskError as exc:
                 results.append(exc)
         return results
+
+    def _labels(
+        self, full_text: str, ids: list[int], offsets, spans: list[tuple[str, str, int]]
+    ) -> list[int]:
+        """Labels from character boundaries when they are clean, else from tokenized prefixes."""
+        if offsets is not None:
+            bounds = _token_bounds(full_text, offsets, spans)
+            if bounds is not None:
+                return _labels_from_bounds(ids, bounds)
+        tokenized = self.tokenize([text for prompt, end, _ in spans for text in (prompt, end)])
+        token_spans = [(tokenized[2 * k], tokenized[2 * k + 1], turn) for k, (_, _, turn) in enumerate(spans)]
+        return _labels_from_spans(ids, token_spans)
+
+
+def _token_bounds(full_text: str, offsets, spans: list[tuple[str, str, int]]) -> list[tuple[int, int]] | None:
+    """Token index pairs (start, end) of each trained turn, or None where a boundary is not clean.
+
+    Raises TemplateMaskError when a rendering is not a string prefix of the next: no tokenization
+    can then make the masks exact.
+    """
+    token_ends = [end for _, end in offsets]
+    bounds = []
+    previous_end = 0
+    for prompt, end, turn in spans:
+        if not full_text.startswith(end):
+            raise TemplateMaskError(
+                f"messages[{turn}] (assistant): the conversation rendered up to this turn is not a prefix of the "
+                "whole rendered conversation; the chat template rewrites earlier turns"
+            )
+        if not end.startswith(prompt) or len(prompt) < previous_end:
+            raise TemplateMaskError(
+                f"messages[{turn}] (assistant): the prompt before this reply (with the generation prompt) is not a "
+                "prefix of the reply's rendering; the template's generation prompt differs from how it renders replies"
+            )
+        start_tok, end_tok = (
+            _boundary(token_ends, offsets, len(prompt)),
+            _boundary(token_ends, offsets, len(end)),
+        )
+        if start_tok is None or end_tok is None:
+            return None
+        if end_tok == start_tok:
+            raise TemplateMaskError(
+                f"messages[{turn}] (assistant): the template renders no tokens for this reply"
+            )
+        bounds.append((start_tok, end_tok))
+        previous_end = len(end)
+    return bounds
+
+
+def _boundary(token_ends: list[int], offsets, char: int) -> int | None:
+    """Index of the first token starting at or after `char` when a token boundary falls exactly there."""
+    k = bisect_right(token_ends, char)
+    if char != 0 and (k == 0 or token_ends[k - 1] != char):
+        return None
+    if k < len(offsets) and offsets[k][0] < char:
+        return None
+    return k
+
+
+def _labels_from_bounds(ids: list[int], bounds: list[tuple[int, int]]) -> list[int]:
+    labels = [IGNORE_INDEX] * len(ids)
+    for start, end in bounds:
+        labels[start:end] = ids[start:end]
+    return labels
 
 
 def _trained_turns(chat: Chat, loss_on: LossOn) -> list[int]:
