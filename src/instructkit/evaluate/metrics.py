@@ -1,0 +1,110 @@
+"""Scores on a 0-100 scale: accuracy, exact match, token F1, AUC-ROC, pass@k, bootstrap intervals, and
+Flan 2022's normalized score, 100 × (score − random) / (100 − random), with its macro average."""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+import string
+from collections import Counter
+from collections.abc import Sequence
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD normalisation: lowercase, drop punctuation and English articles, squeeze spaces."""
+    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def exact_match(prediction: str, references: Sequence[str]) -> float:
+    """1.0 when the normalised prediction equals any normalised reference."""
+    pred = normalize_answer(prediction)
+    return float(any(pred == normalize_answer(r) for r in references))
+
+
+def token_f1(prediction: str, references: Sequence[str]) -> float:
+    """SQuAD token-overlap F1 against the best-matching reference."""
+    return max(
+        (_f1(normalize_answer(prediction).split(), normalize_answer(r).split()) for r in references),
+        default=0.0,
+    )
+
+
+def _f1(pred: list[str], ref: list[str]) -> float:
+    if not pred or not ref:
+        return float(pred == ref)
+    common = sum((Counter(pred) & Counter(ref)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def mean(values: Sequence[float]) -> float:
+    """Arithmetic mean (nan for an empty list)."""
+    return sum(values) / len(values) if values else float("nan")
+
+
+def auc_roc(scores: Sequence[float], labels: Sequence[int]) -> float:
+    """Area under the ROC curve (probability a positive outranks a negative; ties count half)."""
+    pos = [s for s, y in zip(scores, labels) if y]
+    neg = [s for s, y in zip(scores, labels) if not y]
+    if not pos or not neg:
+        return float("nan")
+    ranked = sorted(scores)
+    # rank-sum (Mann–Whitney U) with average ranks for ties
+    rank: dict[float, float] = {}
+    i = 0
+    while i < len(ranked):
+        j = i
+        while j + 1 < len(ranked) and ranked[j + 1] == ranked[i]:
+            j += 1
+        rank[ranked[i]] = (i + j) / 2 + 1
+        i = j + 1
+    u = sum(rank[s] for s in pos) - len(pos) * (len(pos) + 1) / 2
+    return u / (len(pos) * len(neg))
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples with c correct (Chen et al. 2021)."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
+
+def bootstrap_ci(
+    values: Sequence[float], resamples: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of per-example values."""
+    if not values:
+        return (float("nan"), float("nan"))
+    rng = random.Random(seed)
+    n = len(values)
+    means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
+    lo = int(((1 - level) / 2) * resamples)
+    return means[lo], means[min(resamples - 1, resamples - 1 - lo)]
+
+
+def paired_bootstrap_ci(
+    a: Sequence[float], b: Sequence[float], resamples: int = 1000, seed: int = 0
+) -> tuple[float, float]:
+    """Interval for mean(b) − mean(a) over the same examples."""
+    return bootstrap_ci([y - x for x, y in zip(a, b)], resamples, seed)
+
+
+def random_baseline(num_choices: int | None) -> float:
+    """Chance accuracy in percent for k-way choice; 0 for open answers."""
+    return 100.0 / num_choices if num_choices else 0.0
+
+
+def normalized_score(score: float, random: float) -> float:
+    """100 × (score − random) / (100 − random): chance maps to 0, perfect to 100."""
+    return 100.0 * (score - random) / (100.0 - random) if random < 100 else float("nan")
+
+
+def macro_average(values: Sequence[float]) -> float:
+    """Mean over groups, ignoring nan entries."""
+    return mean([v for v in values if not math.isnan(v)])

@@ -1,0 +1,61 @@
+"""The two request kinds every backend answers (loglikelihood, generation) and their results.
+
+Requests are plain frozen data so they can be hashed into the per-request cache and sent to any backend.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class LoglikelihoodRequest:
+    """Score `continuation` after `context` (lm-eval's convention: trailing context spaces move over)."""
+
+    context: str
+    continuation: str
+
+    def key(self) -> str:
+        """Stable hash of the request, used as the cache key."""
+        return _digest("ll", asdict(self))
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """Generate after `prompt`: greedy when temperature is 0, else `n` samples sharing the prompt prefix."""
+
+    prompt: str
+    stop: tuple[str, ...] = ()
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    n: int = 1
+    seed: int = 0
+
+    def key(self) -> str:
+        """Stable hash of the request, used as the cache key."""
+        return _digest("gen", asdict(self))
+
+
+@dataclass(frozen=True)
+class Loglikelihood:
+    """Sum of continuation token log-probs, whether every token was the argmax, and the token count."""
+
+    logprob: float
+    is_greedy: bool
+    num_tokens: int
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One generated text (cut at the first stop sequence) and its unscaled log-probability."""
+
+    text: str
+    logprob: float
+    num_tokens: int
+
+
+def _digest(kind: str, payload: dict) -> str:
+    text = json.dumps([kind, payload], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()

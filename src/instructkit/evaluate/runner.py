@@ -1,0 +1,198 @@
+"""Run an evaluation: build tasks, score them through a (cached) backend, aggregate, and write
+results.json (model, data hashes, versions, config) plus samples/<task>.jsonl per-example records."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .backends.base import Backend
+from .cache import CachedBackend, RequestCache
+from .metrics import bootstrap_ci, macro_average, mean, normalized_score
+from .prompting import PromptStyle
+from .scoring import score_task
+from .spec import EvalTask
+from .suites.registry import parse_task_spec, read_suite, tasks_from_entries
+
+RESULTS_FILE = "results.json"
+
+
+@dataclass
+class EvalConfig:
+    """Everything that decides a run's numbers (recorded in results.json)."""
+
+    suite: str | None = None
+    tasks: list[str] = field(default_factory=list)  # benchmark specs, e.g. "gsm8k:cot=true"
+    data_dir: str | None = None
+    prompt_style: PromptStyle = "base"
+    limit: int | None = None  # first N docs per task (quick runs)
+    batch_size: int = 16
+    max_batch_tokens: int | None = None
+    seed: int = 0
+    use_cache: bool = True
+    allow_code_execution: bool = False
+    bootstrap: int = 1000
+
+
+def evaluate(
+    model: Any,
+    tokenizer: Any = None,
+    tasks: list[EvalTask] | list[str] | None = None,
+    suite: str | None = None,
+    out_dir: str | Path | None = None,
+    batch_size: int = 16,
+    config: EvalConfig | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Evaluate a model (path, HF model object with `tokenizer`, or Backend) on tasks or a suite.
+
+    `tasks` may be EvalTask objects (e.g. catalog tasks built by the pipeline) or benchmark specs.
+    Returns the results dict; with `out_dir`, also writes results.json, samples/ and cache.sqlite.
+    """
+    config = config or EvalConfig(suite=suite, batch_size=batch_size, **overrides)
+    task_objs = [t for t in tasks or [] if isinstance(t, EvalTask)]
+    config.tasks = config.tasks or [t for t in tasks or [] if isinstance(t, str)]
+    task_objs += build_tasks(config)
+    backend = make_backend(model, tokenizer, config)
+    return run_tasks(backend, task_objs, config, Path(out_dir) if out_dir else None)
+
+
+def build_tasks(config: EvalConfig) -> list[EvalTask]:
+    """Tasks named by the config's suite and task specs, truncated to `limit` docs each."""
+    data_dir = Path(config.data_dir) if config.data_dir else None
+    entries = list(read_suite(config.suite)["tasks"]) if config.suite else []
+    entries += [parse_task_spec(t) for t in config.tasks]
+    return tasks_from_entries(entries, data_dir)
+
+
+def make_backend(model: Any, tokenizer: Any, config: EvalConfig) -> Backend:
+    """A Backend from a Backend, a transformers model + tokenizer, or a path / hub id."""
+    from .backends.hf import HFBackend
+
+    if isinstance(model, Backend):
+        return model
+    if isinstance(model, (str, Path)):
+        return HFBackend.from_pretrained(
+            str(model), batch_size=config.batch_size, max_batch_tokens=config.max_batch_tokens
+        )
+    return HFBackend(model, tokenizer, batch_size=config.batch_size, max_batch_tokens=config.max_batch_tokens)
+
+
+def run_tasks(
+    backend: Backend, tasks: list[EvalTask], config: EvalConfig, out_dir: Path | None
+) -> dict[str, Any]:
+    """Score each task (resuming from the cache in out_dir), aggregate, write and return results."""
+    cache = RequestCache(out_dir / "cache.sqlite") if out_dir and config.use_cache else None
+    scorer = CachedBackend(backend, cache) if cache is not None else backend
+    results: dict[str, Any] = {
+        "model": backend.fingerprint(),
+        "config": asdict(config),
+        "tasks": {},
+        "versions": _versions(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    try:
+        for task in tasks:
+            if config.limit is not None:
+                task.docs = task.docs[: config.limit]
+            records, metrics = score_task(
+                scorer, task, config.prompt_style, config.seed, config.allow_code_execution
+            )
+            results["tasks"][task.name] = task_summary(task, records, metrics, config.bootstrap, config.seed)
+            if out_dir:
+                _write_samples(out_dir, task.name, records)
+    finally:
+        if cache is not None:
+            cache.close()
+    results["groups"] = group_summary(results["tasks"])
+    results["clusters"] = group_summary(results["tasks"], key="cluster")
+    results["normalized_average"] = macro_average([g["normalized"] for g in results["groups"].values()])
+    if isinstance(scorer, CachedBackend):
+        results["cache"] = {"hits": scorer.hits, "misses": scorer.misses}
+    if out_dir:
+        (out_dir / RESULTS_FILE).write_text(
+            json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8"
+        )
+    return results
+
+
+def task_summary(
+    task: EvalTask, records: list[dict], metrics: dict[str, float], resamples: int = 1000, seed: int = 0
+) -> dict[str, Any]:
+    """Preferred metric, 95% bootstrap interval, random baseline and normalized score for one task."""
+    score = metrics.get(task.metric, next(iter(metrics.values()), float("nan")))
+    per_example = [100 * float(r[task.metric]) for r in records if task.metric in r]
+    low, high = bootstrap_ci(per_example, resamples, seed) if per_example else (float("nan"), float("nan"))
+    return {
+        "metric": task.metric,
+        "score": score,
+        "ci95": [low, high],
+        "metrics": metrics,
+        "n": len(records),
+        "random_baseline": task.random_baseline,
+        "normalized": normalized_score(score, task.random_baseline),
+        "group": task.group or task.name,
+        "cluster": task.cluster,
+        "method": task.method,
+        "num_fewshot": task.num_fewshot,
+        "data_sha256": data_hash(task),
+    }
+
+
+def group_summary(tasks: dict[str, dict[str, Any]], key: str = "group") -> dict[str, dict[str, float]]:
+    """Macro averages of score and normalized score per group (e.g. the 27 BBH tasks) or per cluster."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for summary in tasks.values():
+        if summary.get(key):
+            groups.setdefault(summary[key], []).append(summary)
+    return {
+        name: {
+            "score": mean([m["score"] for m in members]),
+            "normalized": macro_average([m["normalized"] for m in members]),
+            "tasks": len(members),
+        }
+        for name, members in groups.items()
+    }
+
+
+def data_hash(task: EvalTask) -> str:
+    """sha256 of the task's docs and exemplars as evaluated (changes when data or prompts change)."""
+    payload = json.dumps(
+        [
+            [asdict(d) for d in task.docs],
+            [asdict(d) for d in task.fewshot()],
+            task.fewshot_text,
+            task.description,
+        ],
+        sort_keys=True,
+        ensure_ascii=False,
+        default=str,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _write_samples(out_dir: Path, name: str, records: list[dict]) -> None:
+    path = out_dir / "samples" / (name.replace("/", "__") + ".jsonl")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def _versions() -> dict[str, str]:
+    import torch
+    import transformers
+
+    from .. import __version__
+
+    return {
+        "instructkit": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+    }

@@ -1,0 +1,178 @@
+"""Loglikelihood multiple-choice benchmarks in lm-evaluation-harness's prompt formats:
+PIQA, MMLU (5-shot from dev), ARC (Easy/Challenge), BoolQ and HellaSwag."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from ...errors import BadRowError, InstructkitError
+from ..metrics import random_baseline
+from ..spec import EvalDoc, EvalTask
+from .io import read_jsonl, require, split_rows
+
+
+def load_piqa(local: Path | None, split: str = "valid", **_: object) -> list[EvalTask]:
+    """PIQA: 'Question: {goal}\\nAnswer:' with the two solutions as continuations (local valid + labels)."""
+    if local is not None:
+        rows = read_jsonl(local / f"{split}.jsonl")
+        labels = (local / f"{split}-labels.lst").read_text(encoding="utf-8").split()
+        if len(labels) != len(rows):
+            raise InstructkitError(f"{local}/{split}-labels.lst: {len(labels)} labels for {len(rows)} rows")
+        rows = [dict(r, label=int(y)) for r, y in zip(rows, labels)]
+    else:
+        rows = split_rows(None, "validation", "baber/piqa")
+    docs = [
+        EvalDoc(f"piqa/{i}", f"Question: {r['goal']}\nAnswer:", [r["sol1"], r["sol2"]], int(r["label"]))
+        for i, r in enumerate(rows)
+    ]
+    return [
+        EvalTask(
+            "piqa",
+            "multiple_choice",
+            docs,
+            metric="acc",
+            random_baseline=50.0,
+            group="piqa",
+            source=str(local or "baber/piqa"),
+        )
+    ]
+
+
+def load_mmlu(
+    local: Path | None,
+    num_fewshot: int = 5,
+    subjects: list[str] | None = None,
+    split: str = "test",
+    **_: object,
+) -> list[EvalTask]:
+    """MMLU: one task per subject, exemplars from its dev split, answers ' A'…' D' (lm-eval mmlu)."""
+    test = split_rows(local, split, "cais/mmlu", "all")
+    dev = split_rows(local, "dev", "cais/mmlu", "all")
+    names = subjects or sorted({r["subject"] for r in test})
+    return [
+        _mmlu_task(
+            s,
+            [r for r in test if r["subject"] == s],
+            [r for r in dev if r["subject"] == s],
+            num_fewshot,
+            str(local or "cais/mmlu"),
+        )
+        for s in names
+    ]
+
+
+def _mmlu_task(subject: str, rows: list[dict], dev: list[dict], k: int, source: str) -> EvalTask:
+    topic = subject.replace("_", " ")
+    return EvalTask(
+        name=f"mmlu/{subject}",
+        method="multiple_choice",
+        docs=[_mmlu_doc(r, f"mmlu/{subject}/{i}", source, i) for i, r in enumerate(rows)],
+        exemplars=[_mmlu_doc(r, f"dev/{i}", source, i) for i, r in enumerate(dev)],
+        num_fewshot=k,
+        description=f"The following are multiple choice questions (with answers) about {topic}.",
+        metric="acc",
+        random_baseline=25.0,
+        group="mmlu",
+        source=source,
+    )
+
+
+def _mmlu_doc(row: dict, doc_id: str, source: str, index: int) -> EvalDoc:
+    choices = require(row, "choices", source, index)
+    letters = "ABCD"[: len(choices)]
+    body = "\n".join(f"{letter}. {c.strip()}" for letter, c in zip(letters, choices))
+    gold = int(require(row, "answer", source, index))
+    return EvalDoc(
+        doc_id, f"{row['question'].strip()}\n{body}\nAnswer:", list(letters), gold, target=letters[gold]
+    )
+
+
+def load_arc(
+    local: Path | None, subset: str = "ARC-Challenge", split: str = "test", **_: object
+) -> list[EvalTask]:
+    """ARC: 'Question: {q}\\nAnswer:' with the answer texts as continuations; acc and acc_norm."""
+    rows = split_rows(local / subset if local else None, split, "allenai/ai2_arc", subset)
+    docs = []
+    for i, r in enumerate(rows):
+        labels = list(r["choices"]["label"])
+        if r["answerKey"] not in labels:
+            raise BadRowError(f"arc/{subset}/{split}", i, "answerKey", f"{r['answerKey']!r} not in {labels}")
+        docs.append(
+            EvalDoc(
+                f"arc/{r.get('id', i)}",
+                f"Question: {r['question']}\nAnswer:",
+                list(r["choices"]["text"]),
+                labels.index(r["answerKey"]),
+            )
+        )
+    name = "arc_challenge" if "Challenge" in subset else "arc_easy"
+    return [
+        EvalTask(
+            name,
+            "multiple_choice",
+            docs,
+            metric="acc_norm",
+            random_baseline=25.0,
+            group=name,
+            source=str(local or "allenai/ai2_arc"),
+        )
+    ]
+
+
+def load_boolq(local: Path | None, split: str = "validation", **_: object) -> list[EvalTask]:
+    """BoolQ: '{passage}\\nQuestion: {question}?\\nAnswer:' → ' no' / ' yes'; acc and AUC-ROC."""
+    rows = split_rows(local, split, "google/boolq", hub_split=split)
+    docs = [
+        EvalDoc(
+            f"boolq/{i}",
+            f"{r['passage']}\nQuestion: {r['question']}?\nAnswer:",
+            ["no", "yes"],
+            int(bool(r["answer"])),
+        )
+        for i, r in enumerate(rows)
+    ]
+    return [
+        EvalTask(
+            "boolq",
+            "multiple_choice",
+            docs,
+            metric="acc",
+            random_baseline=50.0,
+            group="boolq",
+            source=str(local or "google/boolq"),
+        )
+    ]
+
+
+def load_hellaswag(local: Path | None, split: str = "validation", **_: object) -> list[EvalTask]:
+    """HellaSwag: activity label + context, four endings; acc_norm (lm-eval preprocessing)."""
+    rows = split_rows(local, split, "Rowan/hellaswag")
+    docs = []
+    for i, r in enumerate(rows):
+        ctx = r["ctx_a"] + " " + r["ctx_b"].capitalize()
+        docs.append(
+            EvalDoc(
+                f"hellaswag/{r.get('ind', i)}",
+                _hs_clean(r["activity_label"] + ": " + ctx),
+                [_hs_clean(e) for e in r["endings"]],
+                int(r["label"]),
+            )
+        )
+    return [
+        EvalTask(
+            "hellaswag",
+            "multiple_choice",
+            docs,
+            metric="acc_norm",
+            random_baseline=random_baseline(4),
+            group="hellaswag",
+            source=str(local or "Rowan/hellaswag"),
+        )
+    ]
+
+
+def _hs_clean(text: str) -> str:
+    text = text.strip().replace(" [title]", ". ")
+    text = re.sub(r"\[.*?\]", "", text)
+    return text.replace("  ", " ")
