@@ -1,0 +1,125 @@
+"""`TrainConfig`: every training setting, documented once where it is declared, plus optimizer presets.
+
+Presets are starting points from the papers; any explicit field overrides the preset's value:
+- `tulu`: AdamW, linear warm-up over 3% of steps, linear decay, lr 2e-5, no weight decay (Tülu).
+- `flan`: Adafactor, constant learning rate 1e-3, no warm-up (Flan 2022 / T5 fine-tuning).
+A `tiny:` model is trained from random initialisation, so unless `learning_rate` is given it uses 1e-3.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .models import is_tiny
+
+Objective = Literal["sft", "pretrain"]
+Method = Literal["full", "lora", "qlora"]
+Optimizer = Literal["adamw", "adafactor"]
+Scheduler = Literal["linear", "cosine", "constant", "constant_with_warmup"]
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
+
+
+class OptimizerSettings(BaseModel):
+    """The resolved optimizer/scheduler: a preset with explicit overrides applied."""
+
+    model_config = ConfigDict(frozen=True)
+
+    optimizer: Optimizer
+    learning_rate: float
+    lr_scheduler: Scheduler
+    warmup_ratio: float
+    weight_decay: float
+
+
+PRESETS: dict[str, OptimizerSettings] = {
+    "tulu": OptimizerSettings(
+        optimizer="adamw", learning_rate=2e-5, lr_scheduler="linear", warmup_ratio=0.03, weight_decay=0.0
+    ),
+    "flan": OptimizerSettings(
+        optimizer="adafactor", learning_rate=1e-3, lr_scheduler="constant", warmup_ratio=0.0, weight_decay=0.0
+    ),
+}
+TINY_LEARNING_RATE = 1e-3
+
+# TrainingArguments names for our optimizer choices (torch AdamW; transformers' Adafactor).
+HF_OPTIM = {"adamw": "adamw_torch", "adafactor": "adafactor"}
+
+
+class TrainConfig(BaseModel):
+    """One training run: data, model, objective, adapters, optimisation, checkpoints and logging."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # --- what to train on / what to train ---
+    data: Path = Field(description="Directory written by `instructkit data prepare` (save_to_disk).")
+    output_dir: Path = Field(description="Checkpoints, final model, metrics.jsonl, model card.")
+    model: str = Field("tiny:micro", description="Hub id, local path, or tiny:<nano|micro|small|base>.")
+    objective: Objective = Field("sft", description="sft: loss where labels say; pretrain: every token.")
+    trust_remote_code: bool = Field(False, description="Allow model code from the hub (off unless asked).")
+    attn_implementation: str | None = Field(
+        None, description="None picks flash_attention_2 on GPU when installed, else sdpa."
+    )
+    tiny_seed: int = Field(0, description="Initialisation seed of a tiny: model.")
+
+    # --- adapters ---
+    method: Method = Field("full", description="full fine-tuning, LoRA, or QLoRA (4-bit base, GPU only).")
+    lora_r: int = Field(16, ge=1, description="LoRA rank.")
+    lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA branch.")
+    lora_target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="Module names to adapt, or all-linear (every Linear except the LM head)."
+    )
+    merge_lora: bool = Field(False, description="Save the merged full model instead of adapters only.")
+
+    # --- optimisation ---
+    preset: Literal["tulu", "flan"] = Field("tulu", description="Optimizer preset; fields below override it.")
+    optimizer: Optimizer | None = Field(None, description="Override the preset's optimizer.")
+    learning_rate: float | None = Field(None, gt=0, description="Override the preset's peak learning rate.")
+    lr_scheduler: Scheduler | None = Field(None, description="Override the preset's schedule.")
+    warmup_ratio: float | None = Field(None, ge=0.0, lt=1.0, description="Warm-up as a fraction of steps.")
+    weight_decay: float | None = Field(None, ge=0.0, description="Override the preset's weight decay.")
+    max_grad_norm: float = Field(1.0, ge=0.0, description="Gradient clipping norm (0 disables).")
+    epochs: float = Field(1.0, gt=0, description="Passes over the data (ignored when max_steps > 0).")
+    max_steps: int = Field(-1, description="Optimizer steps to run; -1 means use `epochs`.")
+    micro_batch_size: int = Field(
+        1, ge=1, description="Rows per micro-batch; packed rows are concatenated into one padding-free row."
+    )
+    gradient_accumulation_steps: int = Field(8, ge=1, description="Micro-batches per optimizer step.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory.")
+    precision: Precision = Field("auto", description="auto: bf16 on a GPU that supports it, else fp32.")
+    seed: int = Field(42, description="Seed of data order and dropout.")
+
+    # --- checkpoints and logging ---
+    save_steps: int = Field(500, ge=1, description="Write a checkpoint every N optimizer steps.")
+    save_total_limit: int = Field(2, ge=1, description="Keep only the last K checkpoints.")
+    logging_steps: int = Field(10, ge=1, description="Log metrics every N optimizer steps.")
+    resume: bool = Field(False, description="Continue from the last complete checkpoint in output_dir.")
+    overwrite: bool = Field(False, description="Delete existing checkpoints in output_dir and start over.")
+    report_to: list[str] = Field(
+        default_factory=list, description="e.g. tensorboard, wandb (passed through)."
+    )
+    progress: bool = Field(True, description="Show the rich progress bar.")
+    dataloader_num_workers: int = Field(0, ge=0, description="Workers loading batches.")
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.merge_lora and self.method == "full":
+            raise ValueError("merge_lora needs method lora or qlora")
+        if self.resume and self.overwrite:
+            raise ValueError("resume and overwrite exclude each other")
+        return self
+
+    def optimizer_settings(self) -> OptimizerSettings:
+        """The preset with every explicitly set field applied on top."""
+        base = PRESETS[self.preset]
+        lr = self.learning_rate or (TINY_LEARNING_RATE if is_tiny(self.model) else base.learning_rate)
+        return OptimizerSettings(
+            optimizer=self.optimizer or base.optimizer,
+            learning_rate=lr,
+            lr_scheduler=self.lr_scheduler or base.lr_scheduler,
+            warmup_ratio=base.warmup_ratio if self.warmup_ratio is None else self.warmup_ratio,
+            weight_decay=base.weight_decay if self.weight_decay is None else self.weight_decay,
+        )

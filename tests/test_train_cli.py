@@ -1,0 +1,121 @@
+"""`instructkit train` end to end on a tiny model, the files it leaves, and its config handling."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from instructkit.cli import app
+from instructkit.errors import InstructkitError
+from instructkit.train.config import PRESETS, TINY_LEARNING_RATE, TrainConfig
+from test_train_support import copy_dir
+
+
+def test_train_command_writes_model_tokenizer_metrics_config_and_card(tmp_path, tiny_tokenizer):
+    data = copy_dir(tmp_path / "data", tiny_tokenizer, n=16, max_length=48)
+    out = tmp_path / "out"
+    args = [
+        "train",
+        "--data",
+        str(data),
+        "--model",
+        "tiny:nano",
+        "--output-dir",
+        str(out),
+        "--max-steps",
+        "3",
+        "--grad-accum",
+        "2",
+        "--logging-steps",
+        "1",
+        "--save-steps",
+        "2",
+        "--preset",
+        "flan",
+        "--no-progress",
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    files = {p.name for p in out.iterdir()}
+    assert {
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "chat_template.jinja",
+        "train_config.json",
+        "metrics.jsonl",
+        "README.md",
+        "checkpoint-2",
+    } <= files
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert all(
+        {"loss", "learning_rate", "grad_norm", "tokens_per_second", "trainable_tokens"} <= r.keys()
+        for r in rows
+    )
+    resolved = json.loads((out / "train_config.json").read_text())["resolved"]
+    assert resolved["optimizer"] == "adafactor" and resolved["lr_scheduler"] == "constant"
+    card = (out / "README.md").read_text()
+    assert "tiny:nano" in card and str(data) in card and "examples_out" in card and "adafactor" in card
+
+
+def test_config_file_and_flags_merge(tmp_path, tiny_tokenizer):
+    data = copy_dir(tmp_path / "data", tiny_tokenizer, n=8, max_length=48)
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "data": str(data),
+                "output_dir": str(tmp_path / "o"),
+                "model": "tiny:nano",
+                "max_steps": 1,
+                "progress": False,
+                "lora_target_modules": ["q_proj"],
+            }
+        )
+    )
+    result = CliRunner().invoke(app, ["train", "--config", str(cfg), "--method", "lora", "--grad-accum", "1"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "o" / "train_config.json").read_text())
+    assert saved["method"] == "lora" and saved["lora_target_modules"] == ["q_proj"]
+
+
+def test_missing_data_directory_is_a_clear_error(tmp_path):
+    result = CliRunner().invoke(
+        app, ["train", "--data", str(tmp_path / "nope"), "--output-dir", str(tmp_path)]
+    )
+    assert isinstance(result.exception, InstructkitError)
+    assert "instructkit data prepare" in str(result.exception)
+
+
+def test_bad_option_value_is_a_clear_error(tmp_path):
+    result = CliRunner().invoke(
+        app, ["train", "--data", str(tmp_path), "--output-dir", str(tmp_path), "--objective", "dpo"]
+    )
+    assert isinstance(result.exception, InstructkitError)
+    assert "objective" in str(result.exception)
+
+
+def test_presets_and_overrides_resolve():
+    cfg = TrainConfig(data=".", output_dir=".", model="meta/llama", preset="tulu")
+    assert cfg.optimizer_settings() == PRESETS["tulu"]
+    flan = TrainConfig(data=".", output_dir=".", model="meta/llama", preset="flan", learning_rate=5e-4)
+    s = flan.optimizer_settings()
+    assert (s.optimizer, s.lr_scheduler, s.learning_rate) == ("adafactor", "constant", 5e-4)
+    tulu_cosine = TrainConfig(data=".", output_dir=".", model="meta/llama", lr_scheduler="cosine")
+    assert tulu_cosine.optimizer_settings().lr_scheduler == "cosine"
+    assert TrainConfig(data=".", output_dir=".", model="tiny:micro").optimizer_settings().learning_rate == (
+        TINY_LEARNING_RATE
+    )
+
+
+def test_config_rejects_contradictions():
+    with pytest.raises(ValueError, match="merge_lora"):
+        TrainConfig(data=".", output_dir=".", merge_lora=True)
+    with pytest.raises(ValueError, match="resume and overwrite"):
+        TrainConfig(data=".", output_dir=".", resume=True, overwrite=True)
+    with pytest.raises(ValueError):
+        TrainConfig(data=".", output_dir=".", unknown_field=1)
