@@ -1,0 +1,174 @@
+"""`synth generate`: raw texts → instruction–response pairs, in multi-round chains, sharded and resumable.
+
+The texts are planned into chains (rounds) and the chains into shards once, from the input alone;
+`config.json` pins that plan, so a rerun with the same settings skips every finished shard and a
+rerun with different ones is refused instead of mixing outputs. Shards run in `num_workers`
+processes (one GPU each where GPUs are present).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import InstructkitError
+from .backends import Backend, load_backend
+from .format import SynthFormat
+from .inputs import read_texts
+from .parser import parse_pairs
+from .quality import pair_statistics
+from .rounds import Entry, build_prompt, plan_chains
+from .shards import finished_records, is_done, plan_shards, shard_path, write_atomic
+
+# Settings that change which shard holds which text, or what a shard contains.
+PLAN_KEYS = (
+    "model",
+    "input",
+    "text_field",
+    "group_field",
+    "rounds",
+    "shard_size",
+    "limit",
+    "max_model_len",
+    "max_new_tokens",
+)
+
+
+@dataclass
+class GenerateConfig:
+    model: str  # path or hub id of the synthesizer (model + tokenizer)
+    input: str  # raw texts: JSONL/JSON/Parquet/CSV file or folder, saved dataset, or .txt (one per line)
+    out: str  # output folder: shards/, config.json, summary.json
+    text_field: str = "text"
+    group_field: str | None = None  # texts of one group (e.g. article title) share chains
+    rounds: int = 2  # texts per chain: round r's prompt carries the chain's earlier texts and pairs
+    max_model_len: int = 4096  # prompt + generation budget, in tokens
+    max_new_tokens: int = 400  # the released synthesizer's setting
+    backend: str = "hf"  # "hf" (batched generate, KV cache) or "vllm" (GPU)
+    batch_size: int = 16
+    shard_size: int = 1000  # texts per shard (whole chains, so shards may hold a few more)
+    num_workers: int = 1
+    max_shards: int | None = None  # process at most this many unfinished shards (then stop)
+    limit: int | None = None  # read only the first N texts
+
+    @property
+    def budget(self) -> int:
+        return self.max_model_len - self.max_new_tokens
+
+
+def generate_pairs(cfg: GenerateConfig) -> dict[str, Any]:
+    """Run the synthesizer over the input; returns a summary (shards run/skipped, pair statistics)."""
+    out = Path(cfg.out)
+    _check_config(cfg, out)
+    rows = read_texts(cfg.input, cfg.text_field, cfg.group_field, cfg.limit)
+    chains = plan_chains(len(rows), cfg.rounds, [r["group"] for r in rows] if cfg.group_field else None)
+    shards = plan_shards(chains, cfg.shard_size)
+    pending = [s for s in shards if not is_done(out, s.index)]
+    todo = pending if cfg.max_shards is None else pending[: cfg.max_shards]
+    jobs = [
+        (s.index, [[rows[i] for i in chain] for chain in chains[s.first_chain : s.last_chain]]) for s in todo
+    ]
+    _run_jobs(cfg, jobs)
+    summary = {
+        "shards": len(shards),
+        "shards_generated": len(todo),
+        "shards_skipped": len(shards) - len(pending),
+        "shards_remaining": len(pending) - len(todo),
+        "complete": len(pending) == len(todo),
+        **pair_statistics(finished_records(out)),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _check_config(cfg: GenerateConfig, out: Path) -> None:
+    """Write config.json on the first run; refuse a rerun whose plan settings differ."""
+    plan = {k: v for k, v in asdict(cfg).items() if k in PLAN_KEYS}
+    path = out / "config.json"
+    if path.is_file():
+        old = json.loads(path.read_text()).get("plan", {})
+        changed = sorted(k for k in plan if old.get(k) != plan[k])
+        if changed:
+            raise InstructkitError(
+                f"{out} holds shards made with other settings ({', '.join(changed)} differ); use a new --out folder"
+            )
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"plan": plan, "run": asdict(cfg)}, indent=2))
+
+
+def _run_jobs(cfg: GenerateConfig, jobs: list[tuple[int, list[list[dict]]]]) -> None:
+    """Run shard jobs here (one worker) or split round-robin over `num_workers` spawned processes."""
+    if not jobs:
+        return
+    workers = max(1, min(cfg.num_workers, len(jobs)))
+    if workers == 1:
+        _worker(cfg, jobs, None)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    gpus = _gpu_count()
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        futures = [
+            pool.submit(_worker, cfg, jobs[w::workers], w % gpus if gpus else None) for w in range(workers)
+        ]
+        for future in futures:
+            future.result()
+
+
+def _gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def _worker(cfg: GenerateConfig, jobs: list[tuple[int, list[list[dict]]]], gpu: int | None) -> None:
+    """Load the synthesizer once and write each shard; pins the process to one GPU when given."""
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    elif cfg.num_workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg.num_workers))
+    backend = load_backend(cfg.backend, cfg.model, cfg.batch_size, cfg.max_model_len)
+    from ..hub import load_tokenizer
+
+    tokenizer = load_tokenizer(cfg.model)
+    for index, shard_chains in jobs:
+        records = run_chains(backend, tokenizer, shard_chains, cfg.budget, cfg.max_new_tokens)
+        write_atomic(shard_path(Path(cfg.out), index), records)
+
+
+def run_chains(
+    backend: Backend, tokenizer, chains: list[list[dict]], budget: int, max_new_tokens: int
+) -> list[dict[str, Any]]:
+    """Round by round over the chains: batch the r-th text of every chain, parse, extend the histories."""
+    fmt = SynthFormat.for_tokenizer(tokenizer)
+    histories: list[list[Entry]] = [[] for _ in chains]
+    records: dict[int, dict[str, Any]] = {}
+    for r in range(max((len(c) for c in chains), default=0)):
+        active = [k for k, chain in enumerate(chains) if len(chain) > r]
+        prompts = [build_prompt(tokenizer, fmt, histories[k], chains[k][r]["text"], budget) for k in active]
+        outputs = backend.generate([p.ids for p in prompts], max_new_tokens)
+        for k, prompt, output in zip(active, prompts, outputs):
+            row = chains[k][r]
+            parsed = parse_pairs(output, fmt.eos or None)
+            histories[k].append(Entry(row["text"], tuple(parsed.pairs)))
+            records[row["id"]] = {
+                "id": row["id"],
+                "text": row["text"],
+                "group": row["group"],
+                "chain": chains[k][0]["id"],
+                "round": r,
+                "prefix_rounds": prompt.prefix_rounds,
+                "prompt_tokens": len(prompt.ids),
+                "truncated": prompt.truncated,
+                "pairs": [p.to_dict() for p in parsed.pairs],
+                "failures": dict(parsed.failures),
+                "output": output,
+            }
+    return [records[i] for i in sorted(records)]

@@ -1,0 +1,68 @@
+"""Shards of a large corpus: planned on whole chains, written atomically, skipped when already finished.
+
+A shard's final file appears only through `os.replace` of a fully written temporary file, so a
+crash leaves either nothing or a complete shard; a rerun treats every existing final file as done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard `index` covers chains[first_chain:last_chain] (whole chains, so rounds never cross shards)."""
+
+    index: int
+    first_chain: int
+    last_chain: int
+
+
+def plan_shards(chains: list[list[int]], shard_size: int) -> list[Shard]:
+    """Group consecutive chains into shards of at least `shard_size` texts (the last may be smaller)."""
+    shards: list[Shard] = []
+    first, texts = 0, 0
+    for i, chain in enumerate(chains):
+        texts += len(chain)
+        if texts >= shard_size:
+            shards.append(Shard(len(shards), first, i + 1))
+            first, texts = i + 1, 0
+    if first < len(chains):
+        shards.append(Shard(len(shards), first, len(chains)))
+    return shards
+
+
+def shard_path(out: Path, index: int) -> Path:
+    return out / "shards" / f"shard-{index:05d}.jsonl"
+
+
+def is_done(out: Path, index: int) -> bool:
+    """A shard is finished exactly when its final file exists (it only ever appears complete)."""
+    return shard_path(out, index).is_file()
+
+
+def write_atomic(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    """Write JSON lines to a temporary file in the same directory, fsync, then rename into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def finished_records(out: Path) -> list[dict[str, Any]]:
+    """Every record of every finished shard, in shard order."""
+    return [r for p in sorted((out / "shards").glob("shard-*.jsonl")) for r in read_jsonl(p)]
