@@ -21,8 +21,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/instructkit data prepare ../shared/data/p3_t0_subset --tokenizer tiny:micro --max-length 512 --pack --out runs/demo/prepared
-	$(BIN)/instructkit data show runs/demo/prepared -n 1
+	$(BIN)/instructkit run
 
 test: setup
 	$(BIN)/python -m pytest -q -n 2 --durations=15

@@ -100,9 +100,9 @@ def test_conversational_prompt_completion():
 
 def test_unknown_columns_list_found_and_accepted():
     with pytest.raises(InstructkitError) as info:
-        detect_format(["question", "answer"])
+        detect_format(["query", "reply"])
     text = str(info.value)
-    assert "['answer', 'question']" in text and "alpaca: instruction, output" in text
+    assert "['query', 'reply']" in text and "alpaca: instruction, output" in text
 
 
 def test_ambiguous_columns_say_which_formats_fit():

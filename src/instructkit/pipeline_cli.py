@@ -1,0 +1,79 @@
+"""`instructkit run [RECIPE]`: the whole pipeline in one command (default recipe: quickstart)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+console = Console()
+
+
+def run_command(
+    recipe: str | None = typer.Argument(None, help="Recipe YAML path or shipped name (default: quickstart)."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Validate and print the plan (stages, sizes, cache) only."
+    ),
+    overrides: list[str] = typer.Option(
+        [], "--set", help="Override a recipe field: --set train.max_steps=50"
+    ),
+) -> None:
+    """Run the stages a recipe names; finished stages with unchanged settings are skipped."""
+    from .pipeline import build_pipeline, load_recipe
+
+    parsed = dict(_split_override(o) for o in overrides)
+    loaded, path = load_recipe(recipe, parsed)
+    if loaded.sweep is not None:
+        from .sweep import run_sweep
+
+        console.print(f"sweep [bold]{loaded.name}[/] from {path}: {len(loaded.sweep.variants)} variants")
+        summary = run_sweep(
+            loaded, path, log=lambda msg: console.print(escape(msg), highlight=False), dry_run=dry_run
+        )
+        if summary is not None:
+            console.print(f"\nsweep report: {summary}")
+        return
+    pipeline = build_pipeline(loaded)
+    console.print(f"recipe [bold]{loaded.name}[/] from {path} → {pipeline.root}")
+    print_plan(pipeline)
+    if dry_run:
+        return
+    pipeline.run(log=lambda msg: console.print(escape(msg), highlight=False))
+    report = pipeline.root / "report.md"
+    if report.is_file():
+        console.print(f"\nreport: {report}")
+        _print_report_tables(report)
+
+
+def _split_override(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise typer.BadParameter(f"{text!r}: expected KEY=VALUE", param_hint="--set")
+    key, value = text.split("=", 1)
+    return key.strip(), value
+
+
+def print_plan(pipeline) -> None:
+    table = Table(title="plan")
+    for col in ("stage", "hash", "status", "size"):
+        table.add_column(col)
+    for row in pipeline.plan():
+        table.add_row(row.stage, row.digest, row.status, row.estimate)
+    console.print(table)
+
+
+def _print_report_tables(report: Path) -> None:
+    """Print the report's 'by set' table and verdicts in the terminal."""
+    from rich.markdown import Markdown
+
+    text = report.read_text()
+    start = text.find("## Evaluation by set")
+    end = text.find("## Evaluation by task")
+    verdicts = text[text.find("## What improved") :]
+    console.print(Markdown(text[start:end] + "\n" + verdicts))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run_command)

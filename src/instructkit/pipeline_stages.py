@@ -1,0 +1,230 @@
+"""The stage functions of `instructkit run`: thin calls into data, train, evaluate and report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .pipeline import Recipe, Stage
+
+
+def mixture_stage(recipe: Recipe) -> Stage:
+    """Render the recipe's mixture (tasks × templates × formats) to a conversation dataset."""
+    config = recipe.mixture
+
+    def run(out: Path, _: dict[str, Path]) -> dict[str, Any]:
+        from .data.mixture import build_mixture
+
+        stats = build_mixture(config, out)
+        return {"rows": stats.get("rows") or stats.get("total_rows"), "stats_file": str(out / "stats.json")}
+
+    def estimate() -> str:
+        from .data.mixture import plan_mixture
+
+        plan = plan_mixture(config)
+        tokens = _estimated_tokens(config, len(plan.plan))
+        return f"{len(plan.plan):,} rows from {len(plan.tasks)} tasks, ≈{tokens:,} tokens"
+
+    return Stage("mixture", config.model_dump(mode="json"), [], run, estimate)
+
+
+def _estimated_tokens(config, rows: int, sample: int = 64) -> int:
+    """Rows × mean characters of a rendered sample / 4 (a tokenizer-free estimate for the plan)."""
+    import tempfile
+
+    import datasets
+
+    from .data.mixture import build_mixture
+
+    with tempfile.TemporaryDirectory() as tmp:
+        small = config.model_copy(update={"total": min(sample, rows), "decontaminate": None})
+        datasets.disable_progress_bars()
+        build_mixture(small, tmp)
+        convs = datasets.load_from_disk(tmp)["messages"]
+        datasets.enable_progress_bars()
+    chars = sum(len(m["content"]) for conv in convs for m in conv) / max(1, len(convs))
+    return int(rows * chars / 4)
+
+
+def prepare_stage(recipe: Recipe, has_mixture: bool) -> Stage:
+    """Tokenize with exact masks and pack what the mixture (or the recipe's sources) holds."""
+    spec = recipe.prepare
+    settings = {**spec.model_dump(mode="json"), "sources": [] if has_mixture else recipe.sources}
+
+    def run(out: Path, inputs: dict[str, Path]) -> dict[str, Any]:
+        from .data.prepare import PrepareConfig, prepare
+
+        sources = [str(inputs["mixture"])] if has_mixture else list(recipe.sources)
+        cfg = PrepareConfig(sources=sources, out=str(out), seed=recipe.seed, **spec.model_dump())
+        stats = prepare(cfg)
+        keys = ("examples_out", "tokens", "trainable_tokens", "packs", "packing_efficiency")
+        return {k: stats.get(k) for k in keys}
+
+    return Stage("prepare", settings, ["mixture"] if has_mixture else [], run)
+
+
+def train_stage(recipe: Recipe) -> Stage:
+    """Train on the prepared rows; resumes from the stage directory's last checkpoint."""
+    settings = dict(recipe.train)
+
+    def run(out: Path, inputs: dict[str, Path]) -> dict[str, Any]:
+        from .train.config import TrainConfig
+        from .train.trainer import train
+
+        resume = any(out.glob("checkpoint-*"))
+        config = TrainConfig(data=inputs["prepare"], output_dir=out, resume=resume, **settings)
+        result = train(config)
+        return {
+            "global_step": result.global_step,
+            "final_loss": result.final_loss,
+            "train_loss": result.train_loss,
+            "effective_batch_tokens": result.effective_batch_tokens,
+        }
+
+    def estimate() -> str:
+        steps = settings.get("max_steps", -1)
+        return f"{steps} steps" if steps and steps > 0 else f"{settings.get('epochs', 1)} epochs"
+
+    return Stage("train", settings, ["prepare"], run, estimate)
+
+
+def eval_stage(recipe: Recipe, which: str) -> Stage:
+    """Evaluate the base (untrained) or tuned model on every eval set and benchmark of the recipe."""
+    spec = recipe.evaluate
+    name = f"eval-{which}"
+    needs = ["prepare", "train"] if which == "tuned" else ["prepare"]
+    settings = {
+        **spec.model_dump(mode="json"),
+        "which": which,
+        "model": recipe.train.get("model", "tiny:micro"),
+        "tiny_seed": recipe.train.get("tiny_seed", 0),
+        "holdout": _holdout(recipe),
+    }
+
+    def run(out: Path, inputs: dict[str, Path]) -> dict[str, Any]:
+        from .evaluate.runner import EvalConfig, evaluate
+
+        model, tokenizer = _load_for_eval(recipe, which, inputs)
+        tasks = eval_tasks(recipe)
+        config = EvalConfig(
+            suite=spec.suite,
+            tasks=list(spec.benchmarks),
+            data_dir=spec.data_dir or _default_data_dir(),
+            prompt_style=spec.prompt_style,
+            batch_size=spec.batch_size,
+            seed=recipe.seed,
+            limit=spec.benchmark_limit if spec.benchmarks or spec.suite else None,
+        )
+        results = evaluate(model, tokenizer, tasks=tasks, out_dir=out, config=config)
+        return {"normalized_average": results.get("normalized_average"), "tasks": len(results["tasks"])}
+
+    return Stage(name, settings, needs, run)
+
+
+def _holdout(recipe: Recipe) -> list[str]:
+    return list(recipe.mixture.holdout_clusters) if recipe.mixture else []
+
+
+def _default_data_dir() -> str | None:
+    from .data.tasks import data_root
+
+    try:
+        root = data_root()
+    except Exception:  # noqa: BLE001 - no shared data: benchmarks then need the hub
+        return None
+    return str(root) if Path(root).is_dir() else None
+
+
+def _load_for_eval(recipe: Recipe, which: str, inputs: dict[str, Path]):
+    """The tuned model from the train stage, or the base model exactly as training started from it."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(inputs["prepare"] / "tokenizer"))
+    if which == "tuned":
+        return AutoModelForCausalLM.from_pretrained(str(inputs["train"]), use_safetensors=True), tokenizer
+    model_name = recipe.train.get("model", "tiny:micro")
+    from .train.models import build_tiny_model, is_tiny
+
+    if is_tiny(model_name):
+        model = build_tiny_model(model_name, tokenizer, seed=recipe.train.get("tiny_seed", 0))
+    else:
+        from .hub import load_causal_lm
+
+        model = load_causal_lm(model_name, trust_remote_code=recipe.train.get("trust_remote_code", False))
+    model.eval()
+    return model, tokenizer
+
+
+def eval_tasks(recipe: Recipe) -> list[Any]:
+    """EvalTasks for every eval set of the recipe (catalog tasks under the chosen templates and shots)."""
+    from .data.tasks import load_catalog
+    from .evaluate.catalog_tasks import catalog_eval_tasks
+
+    spec = recipe.evaluate
+    catalog = load_catalog(recipe.mixture.catalog if recipe.mixture else None)
+    out = []
+    for eval_set in spec.sets:
+        for task in _set_tasks(recipe, eval_set, catalog):
+            template_ids = _template_ids(task, eval_set.templates)
+            if not template_ids:
+                continue
+            for k in eval_set.k_shot:
+                for t in catalog_eval_tasks(
+                    [task],
+                    split=eval_set.split,
+                    template_ids=template_ids,
+                    k_shot=k,
+                    cot=eval_set.cot,
+                    limit=eval_set.limit,
+                    seed=recipe.seed,
+                ):
+                    t.group = f"{eval_set.name}/{task.name}"
+                    t.cluster = f"{eval_set.name}/{k}-shot"
+                    t.name = f"{eval_set.name}/{t.name}"
+                    out.append(t)
+    return out
+
+
+def _set_tasks(recipe: Recipe, eval_set, catalog: dict) -> list[Any]:
+    names = []
+    for name in eval_set.tasks:
+        names += _mixture_task_names(recipe, catalog) if name == "@train" else [name]
+    names += sorted(n for n, t in catalog.items() if t.cluster in eval_set.clusters)
+    seen: dict[str, Any] = {}
+    for n in names:
+        seen.setdefault(n, catalog[n])
+    return list(seen.values())
+
+
+def _mixture_task_names(recipe: Recipe, catalog: dict) -> list[str]:
+    from .data.mixture import resolve_groups
+
+    groups = resolve_groups(recipe.mixture, catalog)
+    return sorted({t.name for g in groups for t, _ in g.members})
+
+
+def _template_ids(task, which: str) -> list[str]:
+    if which == "train":
+        return [t.id for t in task.train_templates() if not t.inverted]
+    if which == "heldout":
+        return list(task.held_out_templates)
+    return task.eval_template_ids()
+
+
+def report_stage(recipe: Recipe) -> Stage:
+    """Write report.md and charts comparing base and tuned, plus the training loss curve."""
+    needs = ["train", "eval-tuned"] + (["eval-base"] if recipe.evaluate.compare_base else [])
+
+    def run(out: Path, inputs: dict[str, Path]) -> dict[str, Any]:
+        from .report import write_run_report
+
+        path = write_run_report(recipe, inputs, out)
+        return {"report": str(path)}
+
+    return Stage("report", {"name": recipe.name}, needs, run)
+
+
+def read_results(stage_dir: Path) -> dict[str, Any]:
+    """results.json of an eval stage."""
+    return json.loads((stage_dir / "results.json").read_text())
