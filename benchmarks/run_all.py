@@ -1,0 +1,42 @@
+"""Run every benchmark (prepare, train, eval) and assemble benchmarks/RESULTS.md from their sections.
+
+`make bench` (installs the `bench` extra: TRL and lm-evaluation-harness) or
+`python benchmarks/run_all.py [prepare train eval]` to run some; sections not rerun are kept.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BENCHMARKS = {"prepare": "bench_prepare.py", "train": "bench_train.py", "eval": "bench_eval.py"}
+HEADER = """# Benchmark results
+
+Side-by-side runs against the reference tools, same data, tokenizer, model and machine in one run.
+Regenerate with `make bench` (or `python benchmarks/run_all.py`). Numbers come from the scripts, never
+typed by hand; each section names its command and machine.
+"""
+
+
+def main(names: list[str]) -> None:
+    for name in names or list(BENCHMARKS):
+        print(f"== {name}", flush=True)
+        subprocess.run([sys.executable, str(HERE / BENCHMARKS[name])], check=True)
+    assemble()
+
+
+def assemble() -> Path:
+    """Concatenate results/<name>.md in a fixed order into RESULTS.md."""
+    parts = [HEADER]
+    for name in BENCHMARKS:
+        section = HERE / "results" / f"{name}.md"
+        parts.append(section.read_text() if section.is_file() else f"## {name}\n\nNot run yet.\n")
+    path = HERE / "RESULTS.md"
+    path.write_text("\n".join(parts))
+    return path
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
