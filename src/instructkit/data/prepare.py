@@ -176,7 +176,8 @@ def apply_length_policy(ids: list[int], labels: list[int], max_length: int, poli
 
 
 def _trainable(labels: list[int]) -> bool:
-    return any(label != IGNORE_INDEX for label in labels[1:])
+    """True when some label after the first is trained (the first is never predicted)."""
+    return labels[1:].count(IGNORE_INDEX) < len(labels) - 1
 
 
 def tokenize_dataset(

@@ -99,7 +99,11 @@ class ChatTokenizer:
         full_texts = self.render(chats)
         if loss_on == "all":
             return [Encoded(ids, list(ids)) for ids in self.tokenize(full_texts)]
-        encoded = self.tokenizer(full_texts, add_special_tokens=False, return_offsets_mapping=not strict)
+        encoded = (
+            self._encode_with_offsets(full_texts)
+            if not strict
+            else self.tokenizer(full_texts, add_special_tokens=False)
+        )
         turns = [_trained_turns(chat, loss_on) for chat in chats]
         prompts = self.render([chat[:i] for chat, ts in zip(chats, turns) for i in ts], True)
         ends = self.render(
@@ -121,6 +125,11 @@ class ChatTokenizer:
             except TemplateMaskError as exc:
                 results.append(exc)
         return results
+
+    def _encode_with_offsets(self, texts: list[str]) -> dict[str, list]:
+        """Ids and character offsets straight from the Rust tokenizer (what the fast HF call wraps)."""
+        encodings = self.tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)
+        return {"input_ids": [e.ids for e in encodings], "offset_mapping": [e.offsets for e in encodings]}
 
     def _labels(
         self, full_text: str, ids: list[int], offsets, spans: list[tuple[str, str, int]]
