@@ -1,4 +1,4 @@
-"""`instructkit run RECIPE`: mixture → prepare → train → evaluate (base and tuned) → report.
+"""`instructkit run RECIPE`: mixture (or corpus) → prepare → train → evaluate (base and tuned) → report.
 
 Each stage writes into `runs/<name>/<stage>/` and records the hash of its own settings plus the
 hashes of the stages it reads (`stage.json`). A rerun skips every stage whose hash is unchanged,
@@ -46,12 +46,38 @@ class PrepareSpec(BaseModel):
     num_proc: int = Field(1, ge=1)
 
 
+class CorpusSpec(BaseModel):
+    """The corpus stage: the same raw texts as a pretraining corpus, instruction-augmented or plain."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    raw: str = Field(
+        "generated", description="`generated` paragraphs (they carry gold questions) or a text file."
+    )
+    texts: int = Field(200, ge=2, description="Raw texts in the corpus, held-out ones included.")
+    heldout: int = Field(
+        40, ge=0, description="Texts never given pairs; their questions make the `heldout_qa` eval sets."
+    )
+    augment: bool = Field(
+        True, description="Add synthesized instruction–response pairs (else raw texts only)."
+    )
+    synthesizer: str = Field(
+        "default", description="`default`: train the tiny synthesizer (stage `synthesizer`); or a model path."
+    )
+    size: Literal["test", "small"] = Field("small", description="Size of the default synthesizer.")
+    max_length: int = Field(512, ge=16, description="Tokens per corpus document (texts concatenated M-shot).")
+    rounds: int = Field(2, ge=1, description="Texts per multi-round synthesizer chain.")
+
+
 class EvalSetSpec(BaseModel):
-    """One group of catalog evaluations: which tasks, which templates, which shots."""
+    """One group of evaluations: catalog tasks (which templates, which shots), or held-out corpus QA."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(description="Label in the report, e.g. heldout_rows.")
+    kind: Literal["catalog", "heldout_qa"] = Field(
+        "catalog", description="heldout_qa: zero-shot questions about the corpus's held-out texts."
+    )
     tasks: list[str] = Field(
         default_factory=list, description="Task names; `@train` means the mixture's tasks."
     )
@@ -119,6 +145,7 @@ class Recipe(BaseModel):
     seed: int = 0
     runs_dir: str = "runs"
     mixture: MixtureConfig | None = None
+    corpus: CorpusSpec | None = Field(None, description="A pretraining corpus instead of a mixture.")
     mixture_file: str | None = Field(None, description="A mixture YAML instead of an inline `mixture`.")
     sources: list[str] = Field(
         default_factory=list, description="Prepared-from-files data instead of a mixture."
@@ -158,9 +185,21 @@ def _validate(raw: dict[str, Any], path: Path) -> Recipe:
         from .data.mixture import load_mixture_config
 
         recipe.mixture = load_mixture_config((path.parent / recipe.mixture_file).resolve())
-    if recipe.mixture is None and not recipe.sources:
-        raise InstructkitError(f"{path}: a recipe needs `mixture`, `mixture_file` or `sources`")
+    if recipe.mixture is None and not recipe.sources and recipe.corpus is None:
+        raise InstructkitError(f"{path}: a recipe needs `mixture`, `mixture_file`, `sources` or `corpus`")
+    if recipe.corpus is not None and (recipe.mixture is not None or recipe.sources):
+        raise InstructkitError(f"{path}: `corpus` replaces `mixture` and `sources`; give only one")
+    _check_corpus(recipe, path)
     return recipe
+
+
+def _check_corpus(recipe: Recipe, path: Path) -> None:
+    """A corpus is pretraining text: loss on every token; held-out QA sets need a corpus, zero-shot."""
+    if recipe.corpus is not None and recipe.prepare.loss_on != "all":
+        raise InstructkitError(f"{path}: prepare.loss_on must be `all` for a corpus (pretraining text)")
+    for s in recipe.evaluate.sets if recipe.evaluate else []:
+        if s.kind == "heldout_qa" and (recipe.corpus is None or s.k_shot != [0]):
+            raise InstructkitError(f"{path}: eval set {s.name!r}: heldout_qa needs `corpus` and k_shot [0]")
 
 
 def sweep_recipes(recipe: Recipe, path: Path) -> list[tuple[str, Recipe]]:
@@ -311,9 +350,14 @@ def build_pipeline(recipe: Recipe) -> Pipeline:
 
     root = Path(recipe.runs_dir) / recipe.name
     stages: list[Stage] = []
+    upstream = "mixture" if recipe.mixture is not None else "corpus" if recipe.corpus is not None else None
     if recipe.mixture is not None:
         stages.append(ps.mixture_stage(recipe))
-    stages.append(ps.prepare_stage(recipe, has_mixture=recipe.mixture is not None))
+    if recipe.corpus is not None:
+        if recipe.corpus.augment and recipe.corpus.synthesizer == "default":
+            stages.append(ps.synthesizer_stage(recipe))
+        stages.append(ps.corpus_stage(recipe))
+    stages.append(ps.prepare_stage(recipe, upstream))
     if recipe.train:
         stages.append(ps.train_stage(recipe))
     if recipe.evaluate is not None and recipe.train:

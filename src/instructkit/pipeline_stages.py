@@ -47,21 +47,76 @@ def _estimated_tokens(config, rows: int, sample: int = 64) -> int:
     return int(rows * chars / 4)
 
 
-def prepare_stage(recipe: Recipe, has_mixture: bool) -> Stage:
-    """Tokenize with exact masks and pack what the mixture (or the recipe's sources) holds."""
+def synthesizer_stage(recipe: Recipe) -> Stage:
+    """Train the default tiny instruction synthesizer (`instructkit synth demo` sizes) and measure it."""
+    size = recipe.corpus.size
+
+    def run(out: Path, _: dict[str, Path]) -> dict[str, Any]:
+        from .synth.demo import synthesizer_f1, train_default_synthesizer
+
+        model = train_default_synthesizer(out, size)
+        return {"model": str(model), **synthesizer_f1(out, model, size)}
+
+    return Stage("synthesizer", {"size": size}, [], run, lambda: f"tiny synthesizer, size {size}")
+
+
+def corpus_stage(recipe: Recipe) -> Stage:
+    """Raw texts → a pretraining corpus (with synthesized pairs when `augment`) + held-out questions."""
+    spec = recipe.corpus
+    default_synth = spec.augment and spec.synthesizer == "default"
+    unused = set() if spec.augment else {"synthesizer", "size", "rounds"}
+    settings = {
+        **spec.model_dump(mode="json", exclude=unused),
+        "tokenizer": recipe.prepare.tokenizer,
+        "seed": recipe.seed,
+    }
+
+    def run(out: Path, inputs: dict[str, Path]) -> dict[str, Any]:
+        from .synth.pretrain_corpus import PretrainCorpusConfig, build_pretraining_corpus
+
+        synth = str(inputs["synthesizer"] / "synthesizer") if default_synth else spec.synthesizer
+        cfg = PretrainCorpusConfig(
+            out=str(out),
+            raw=spec.raw,
+            texts=spec.texts,
+            heldout=spec.heldout,
+            augment=spec.augment,
+            synthesizer=synth if spec.augment else None,
+            tokenizer=recipe.prepare.tokenizer,
+            max_length=spec.max_length,
+            rounds=spec.rounds,
+            seed=recipe.seed,
+        )
+        return build_pretraining_corpus(cfg)
+
+    def estimate() -> str:
+        kind = "instruction-augmented" if spec.augment else "raw"
+        return f"{spec.texts} {spec.raw} texts ({spec.heldout} held out), {kind}"
+
+    return Stage("corpus", settings, ["synthesizer"] if default_synth else [], run, estimate)
+
+
+def prepare_stage(recipe: Recipe, upstream: str | None) -> Stage:
+    """Tokenize with exact masks and pack what the mixture, the corpus or the recipe's sources hold."""
     spec = recipe.prepare
-    settings = {**spec.model_dump(mode="json"), "sources": [] if has_mixture else recipe.sources}
+    settings = {**spec.model_dump(mode="json"), "sources": [] if upstream else recipe.sources}
 
     def run(out: Path, inputs: dict[str, Path]) -> dict[str, Any]:
         from .data.prepare import PrepareConfig, prepare
 
-        sources = [str(inputs["mixture"])] if has_mixture else list(recipe.sources)
-        cfg = PrepareConfig(sources=sources, out=str(out), seed=recipe.seed, **spec.model_dump())
+        fields = spec.model_dump()
+        sources = list(recipe.sources)
+        if upstream == "mixture":
+            sources = [str(inputs["mixture"])]
+        elif upstream == "corpus":  # its tokenizer: one BPE shared by every arm of an ablation
+            corpus = inputs["corpus"]
+            sources, fields["tokenizer"] = [str(corpus / "corpus")], str(corpus / "tokenizer")
+        cfg = PrepareConfig(sources=sources, out=str(out), seed=recipe.seed, **fields)
         stats = prepare(cfg)
         keys = ("examples_out", "tokens", "trainable_tokens", "packs", "packing_efficiency")
         return {k: stats.get(k) for k in keys}
 
-    return Stage("prepare", settings, ["mixture"] if has_mixture else [], run)
+    return Stage("prepare", settings, [upstream] if upstream else [], run)
 
 
 def train_stage(recipe: Recipe) -> Stage:
@@ -94,6 +149,7 @@ def eval_stage(recipe: Recipe, which: str) -> Stage:
     spec = recipe.evaluate
     name = f"eval-{which}"
     needs = ["prepare", "train"] if which == "tuned" else ["prepare"]
+    needs += ["corpus"] if recipe.corpus else []
     settings = {
         **spec.model_dump(mode="json"),
         "which": which,
@@ -106,7 +162,7 @@ def eval_stage(recipe: Recipe, which: str) -> Stage:
         from .evaluate.runner import EvalConfig, evaluate
 
         model, tokenizer = _load_for_eval(recipe, which, inputs)
-        tasks = eval_tasks(recipe)
+        tasks = eval_tasks(recipe, inputs.get("corpus"))
         config = EvalConfig(
             suite=spec.suite,
             tasks=list(spec.benchmarks),
@@ -156,8 +212,8 @@ def _load_for_eval(recipe: Recipe, which: str, inputs: dict[str, Path]):
     return model, tokenizer
 
 
-def eval_tasks(recipe: Recipe) -> list[Any]:
-    """EvalTasks for every eval set of the recipe (catalog tasks under the chosen templates and shots)."""
+def eval_tasks(recipe: Recipe, corpus_dir: Path | None = None) -> list[Any]:
+    """EvalTasks for every eval set of the recipe (catalog tasks, or the corpus's held-out questions)."""
     from .data.tasks import load_catalog
     from .evaluate.catalog_tasks import catalog_eval_tasks
 
@@ -165,6 +221,9 @@ def eval_tasks(recipe: Recipe) -> list[Any]:
     catalog = load_catalog(recipe.mixture.catalog if recipe.mixture else None)
     out = []
     for eval_set in spec.sets:
+        if eval_set.kind == "heldout_qa":
+            out.append(_heldout_qa_task(eval_set, corpus_dir))
+            continue
         for task in _set_tasks(recipe, eval_set, catalog):
             template_ids = _template_ids(task, eval_set.templates)
             if not template_ids:
@@ -184,6 +243,15 @@ def eval_tasks(recipe: Recipe) -> list[Any]:
                     t.name = f"{eval_set.name}/{t.name}"
                     out.append(t)
     return out
+
+
+def _heldout_qa_task(eval_set, corpus_dir: Path) -> Any:
+    """Zero-shot questions about texts the corpus holds without pairs (see `synth.pretrain_corpus`)."""
+    from .synth.pretrain_corpus import heldout_qa_task
+
+    task = heldout_qa_task(corpus_dir, f"{eval_set.name}/heldout_qa", eval_set.limit)
+    task.group, task.cluster = task.name, f"{eval_set.name}/0-shot"
+    return task
 
 
 def _set_tasks(recipe: Recipe, eval_set, catalog: dict) -> list[Any]:

@@ -33,11 +33,14 @@ class DemoSize:
     eval_rows: int  # held-out rows per split (seen / unseen)
     pretrain_steps: int
     shots: int  # examples per synthesizer training row
+    learning_rate: float  # peak (cosine); 4e-3 left the answer-copying mechanism unlearned
 
 
+# The tiny synthesizer first learns the format and each question's most frequent answer; copying the
+# answer span from the context comes later (an induction-style lookup), so steps matter more than batch.
 SIZES = {
-    "test": DemoSize(0, 400, 100, 32, "tiny:micro", 96, 6, 30, 2, 2),
-    "small": DemoSize(600, 400, 300, 16, "tiny:micro", 256, 64, 100, 40, 4),
+    "test": DemoSize(0, 400, 300, 16, "tiny:micro", 96, 6, 30, 2, 2, 1e-3),
+    "small": DemoSize(600, 400, 2000, 8, "tiny:micro", 256, 64, 100, 40, 4, 1e-3),
 }
 
 
@@ -66,7 +69,7 @@ def train_default_synthesizer(out_dir: str | Path, size: str = "small") -> Path:
             str(out / "synth_data"),
             tokenizer=s.preset,
             max_length=s.max_length,
-            max_shots=4,
+            max_shots=s.shots,
             holdout=0.1,
         )
     )
@@ -79,7 +82,7 @@ def train_default_synthesizer(out_dir: str | Path, size: str = "small") -> Path:
             max_steps=s.steps,
             micro_batch_size=s.batch,
             gradient_accumulation_steps=1,
-            learning_rate=4e-3,
+            learning_rate=s.learning_rate,
             lr_scheduler="cosine",
             warmup_ratio=0.05,
             save_steps=10**9,
@@ -114,35 +117,40 @@ def run_default_demo(out_dir: str | Path, size: str = "small", raw: str | None =
     return report
 
 
+def synthesizer_f1(out: str | Path, synth: str | Path, size: str = "small") -> dict[str, Any]:
+    """Response F1 (seen/unseen datasets) and pair statistics of the synthesizer trained under `out`."""
+    return _measure(Path(out), Path(synth), _size(size))
+
+
 def _compare_f1(out: Path, synth: Path, s: DemoSize) -> dict[str, Any]:
     """Response F1 of the trained synthesizer and of the same tiny model untrained, on held-out rows."""
-    from .evaluate import evaluate_synthesizer
-
-    rows = _eval_rows(out, s)
-    seen = set(json.loads((out / "synth_data" / "stats.json").read_text())["datasets"])
     untrained = _save_untrained(synth, out / "untrained", s.preset, s.max_length)
-    result = {}
-    for name, model in (("trained", synth), ("untrained", untrained)):
-        rep = evaluate_synthesizer(
-            str(model),
-            rows,
-            seen,
-            max_model_len=s.max_length,
-            pair_texts=8,
-            pair_max_new_tokens=min(128, s.max_length // 2),
-        )
-        result[name] = {
-            k: rep[k]
-            for k in (
-                "response_f1",
-                "response_f1_seen",
-                "response_f1_unseen",
-                "response_f1_by_dataset",
-                "pair_statistics",
-            )
-        }
+    result = {name: _measure(out, model, s) for name, model in (("trained", synth), ("untrained", untrained))}
     (out / "synth_eval.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def _measure(out: Path, model: Path, s: DemoSize) -> dict[str, Any]:
+    """`evaluate_synthesizer` on the held-out rows of the seen datasets plus an unseen dataset."""
+    from .evaluate import evaluate_synthesizer
+
+    seen = set(json.loads((out / "synth_data" / "stats.json").read_text())["datasets"])
+    report = evaluate_synthesizer(
+        str(model),
+        _eval_rows(out, s),
+        seen,
+        max_model_len=s.max_length,
+        pair_texts=8,
+        pair_max_new_tokens=min(128, s.max_length // 2),
+    )
+    keys = (
+        "response_f1",
+        "response_f1_seen",
+        "response_f1_unseen",
+        "response_f1_by_dataset",
+        "pair_statistics",
+    )
+    return {k: report[k] for k in keys}
 
 
 def _eval_rows(out: Path, s: DemoSize) -> list[dict[str, str]]:
@@ -166,29 +174,10 @@ def _save_untrained(synth: Path, target: Path, preset: str, max_length: int) -> 
 
 def _generate(out: Path, synth: Path, s: DemoSize, raw: str | None) -> dict[str, Any]:
     """Pairs for the raw texts in 2-round chains (articles keep their paragraphs together)."""
-    from .generate import GenerateConfig, generate_pairs
-    from .inputs import read_texts
-    from .paragraphs import generate_paragraphs
+    from .pretrain_corpus import GENERATED, generate_for_texts, read_raw
 
-    rows = (
-        read_texts(raw, group_field="title", limit=s.raw_texts) if raw else generate_paragraphs(s.raw_texts)
-    )
-    raw_file = out / "raw.jsonl"
-    raw_file.write_text(
-        "".join(json.dumps({"text": r["text"], "title": r.get("group") or ""}) + "\n" for r in rows)
-    )
-    cfg = GenerateConfig(
-        model=str(synth),
-        input=str(raw_file),
-        out=str(out / "pairs"),
-        group_field="title",
-        rounds=2,
-        max_model_len=s.max_length,
-        max_new_tokens=s.max_length // 2,
-        shard_size=max(1, s.raw_texts // 2),
-        batch_size=16,
-    )
-    return generate_pairs(cfg)
+    rows = read_raw(raw or GENERATED, s.raw_texts, seed=0)
+    return generate_for_texts(str(synth), rows, out, rounds=2, max_model_len=s.max_length)
 
 
 def _corpus_and_pretrain(out: Path, synth: Path, s: DemoSize) -> tuple[dict[str, Any], dict[str, Any]]:

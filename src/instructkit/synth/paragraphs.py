@@ -142,10 +142,16 @@ def generate_paragraph_rows(dataset: str, size: int, seed: int = 0) -> list[dict
     return rows
 
 
-def generate_paragraphs(size: int, seed: int = 0) -> list[dict[str, str]]:
-    """Plain paragraphs (id, text) alternating generators: raw text to run a synthesizer on offline."""
+def generate_qa_paragraphs(size: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Paragraphs (id, dataset, text, qa) alternating generators: raw text with gold questions about it."""
     rows = []
     for i in range(size):
         dataset = list(GENERATORS)[i % len(GENERATORS)]
-        rows.append({"id": str(i), "text": GENERATORS[dataset](random.Random(f"{seed}:raw:{i}"))["context"]})
+        para = GENERATORS[dataset](random.Random(f"{seed}:raw:{i}"))
+        rows.append({"id": str(i), "dataset": dataset, "text": para["context"], "qa": para["qa"]})
     return rows
+
+
+def generate_paragraphs(size: int, seed: int = 0) -> list[dict[str, str]]:
+    """Plain paragraphs (id, text) alternating generators: raw text to run a synthesizer on offline."""
+    return [{"id": r["id"], "text": r["text"]} for r in generate_qa_paragraphs(size, seed)]

@@ -1,0 +1,170 @@
+"""Raw texts → a pretraining corpus, instruction-augmented or plain, plus gold questions on held-out texts.
+
+What the `corpus` stage of `instructkit run` calls. Both kinds of corpus hold the same raw texts, so
+an ablation compares like with like: `augment=True` renders each text with the pairs a synthesizer
+wrote for it (varied templates, M-shot documents, see `corpus`); `augment=False` concatenates the texts
+alone. `heldout` texts are in both corpora as plain text only: the synthesizer never writes pairs for
+them, so their gold questions (generated paragraphs carry them) ask about texts whose QA was never
+trained on. A `tiny:` tokenizer is trained on the raw texts alone, so the arms of an ablation share it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import InstructkitError
+from .corpus import CorpusConfig, build_corpus
+
+GENERATED = "generated"
+HELDOUT_QA = "heldout_qa.jsonl"
+QA_PROMPT = "{text}\n\nQuestion: {question}\nAnswer:"  # the corpus's first `qa` template style
+
+
+@dataclass
+class PretrainCorpusConfig:
+    out: str  # folder: corpus/ (text dataset), tokenizer/, heldout_qa.jsonl, pairs/ when augmented
+    raw: str = GENERATED  # generated paragraphs (with gold questions), or any `read_texts` input
+    texts: int = 200  # raw texts in the corpus (held-out ones included)
+    heldout: int = 40  # texts without generated pairs whose gold questions make the QA evaluation
+    augment: bool = True
+    synthesizer: str | None = None  # the synthesizer's model folder (needed when augment)
+    tokenizer: str = "tiny:micro"  # tiny[:preset]: a BPE trained on the raw texts; else a path or hub id
+    max_length: int = 512  # tokens per corpus document
+    rounds: int = 2  # texts per multi-round synthesizer chain
+    seed: int = 0
+
+
+def build_pretraining_corpus(cfg: PretrainCorpusConfig) -> dict[str, Any]:
+    """Write corpus/, tokenizer/ and heldout_qa.jsonl under `cfg.out`; returns the statistics."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = read_raw(cfg.raw, cfg.texts, cfg.seed)
+    held = heldout_indices(len(rows), cfg.heldout, cfg.seed)
+    tokenizer = corpus_tokenizer(cfg.tokenizer, [r["text"] for r in rows])
+    tokenizer.save_pretrained(str(out / "tokenizer"))
+    pairs, generated = _pairs(cfg, rows, held, out) if cfg.augment else ({}, None)
+    records = [{"id": i, "text": r["text"], "pairs": pairs.get(i, [])} for i, r in enumerate(rows)]
+    corpus_cfg = CorpusConfig(
+        pairs=str(out / "pairs") if cfg.augment else "",
+        out=str(out / "corpus"),
+        tokenizer=str(out / "tokenizer"),
+        max_length=cfg.max_length,
+        seed=cfg.seed,
+    )
+    stats = build_corpus(corpus_cfg, records=records, tokenizer=tokenizer)
+    questions = write_heldout_qa(out / HELDOUT_QA, [rows[i] for i in sorted(held)])
+    return {**stats, "heldout_texts": len(held), "heldout_questions": questions, "generate": generated}
+
+
+def read_raw(raw: str, texts: int, seed: int) -> list[dict[str, Any]]:
+    """`texts` rows (text, title, qa) of generated paragraphs, or of a raw-text source (no qa)."""
+    if raw == GENERATED:
+        from .paragraphs import generate_qa_paragraphs
+
+        return [{**r, "title": ""} for r in generate_qa_paragraphs(texts, seed)]
+    from .inputs import read_texts
+
+    rows = read_texts(raw, group_field="title", limit=texts)
+    return [{"text": r["text"], "title": r["group"] or "", "qa": []} for r in rows]
+
+
+def heldout_indices(n: int, k: int, seed: int) -> set[int]:
+    """A seeded choice of `k` of the `n` texts (kept out of pair generation)."""
+    if not 0 <= k < n:
+        raise InstructkitError(f"corpus: heldout must be between 0 and texts - 1 ({n - 1}), got {k}")
+    return set(random.Random(f"{seed}:heldout").sample(range(n), k))
+
+
+def corpus_tokenizer(name: str, texts: list[str]):
+    """A tiny BPE trained on the raw texts (the same for every arm), or the named tokenizer."""
+    from ..hub import load_tokenizer
+    from ..train.models import is_tiny, tiny_preset, train_tiny_tokenizer
+
+    if name == "tiny" or is_tiny(name):
+        preset = tiny_preset(name if is_tiny(name) else "tiny:micro")
+        return train_tiny_tokenizer(texts, vocab_size=preset.vocab_size)
+    return load_tokenizer(name)
+
+
+def _pairs(
+    cfg: PretrainCorpusConfig, rows: list[dict[str, Any]], held: set[int], out: Path
+) -> tuple[dict[int, list[dict[str, str]]], dict[str, Any]]:
+    """The synthesizer's pairs for every text not held out, keyed by row index, and its summary."""
+    if not cfg.synthesizer:
+        raise InstructkitError("corpus: augment needs a synthesizer (a model folder, or `default`)")
+    keep = [i for i in range(len(rows)) if i not in held]
+    summary = generate_for_texts(cfg.synthesizer, [rows[i] for i in keep], out, cfg.rounds)
+    from .shards import finished_records
+
+    return {keep[r["id"]]: r["pairs"] for r in finished_records(out / "pairs")}, summary
+
+
+def generate_for_texts(
+    model: str, rows: list[dict[str, Any]], out: Path, rounds: int = 2, max_model_len: int | None = None
+) -> dict[str, Any]:
+    """Pairs for `rows` (text, title) into `out/pairs`, in multi-round chains of consecutive texts."""
+    from .generate import GenerateConfig, generate_pairs
+
+    raw_file = out / "raw.jsonl"
+    raw_file.write_text("".join(json.dumps({"text": r["text"], "title": r["title"]}) + "\n" for r in rows))
+    length = max_model_len or context_length(model)
+    cfg = GenerateConfig(
+        model=model,
+        input=str(raw_file),
+        out=str(out / "pairs"),
+        group_field="title",
+        rounds=rounds,
+        max_model_len=length,
+        max_new_tokens=length // 2,
+        shard_size=max(1, len(rows) // 2),
+        batch_size=16,
+    )
+    return generate_pairs(cfg)
+
+
+def context_length(model: str, cap: int = 4096) -> int:
+    """The synthesizer's position limit (at most `cap`): its prompt + generation budget."""
+    from transformers import AutoConfig
+
+    return min(cap, int(AutoConfig.from_pretrained(model).max_position_embeddings))
+
+
+def write_heldout_qa(path: Path, rows: list[dict[str, Any]]) -> int:
+    """One line per gold question about a held-out text; returns how many."""
+    lines = [
+        json.dumps({"text": r["text"], "question": q, "answer": a, "dataset": r.get("dataset", "")})
+        for r in rows
+        for q, a in r.get("qa") or []
+    ]
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return len(lines)
+
+
+def heldout_qa_task(corpus_dir: Path, name: str, limit: int | None = None):
+    """Zero-shot questions about the held-out texts, the text in the prompt, scored by F1 (and EM)."""
+    from ..evaluate.spec import EvalDoc, EvalTask
+    from .shards import read_jsonl
+
+    path = Path(corpus_dir) / HELDOUT_QA
+    rows = read_jsonl(path)[:limit] if path.is_file() else []
+    if not rows:
+        raise InstructkitError(f"{path}: no held-out questions (held-out QA needs `corpus.raw: generated`)")
+    docs = [
+        EvalDoc(id=str(i), query=QA_PROMPT.format(**r), answers=[r["answer"]], meta={"dataset": r["dataset"]})
+        for i, r in enumerate(rows)
+    ]
+    return EvalTask(
+        name=name,
+        method="generate",
+        docs=docs,
+        metric="f1",
+        target_delimiter=" ",
+        extractor="first_line",
+        stop=("\n",),
+        max_new_tokens=16,
+        source=str(path),
+    )
