@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from instructkit.synth.quality import answer_in_context, pair_statistics, token_f1
+from instructkit.evaluate.metrics import token_f1
+from instructkit.synth.quality import answer_in_context, pair_statistics
 
 
 def test_token_f1_follows_squad_normalisation():
-    assert token_f1("The Market!", "market") == 1.0
-    assert token_f1("red car", "blue car") == pytest.approx(0.5)
-    assert token_f1("", "x") == 0.0
-    assert token_f1("nothing", "else") == 0.0
+    assert token_f1("The Market!", ["market"]) == 1.0
+    assert token_f1("red car", ["blue car"]) == pytest.approx(0.5)
+    assert token_f1("", ["x"]) == 0.0
+    assert token_f1("nothing", ["else"]) == 0.0
 
 
 def test_answer_in_context_matches_whole_words_only():

@@ -12,10 +12,11 @@ from collections import defaultdict
 from statistics import mean
 from typing import Any
 
+from ..evaluate.metrics import token_f1
 from .backends import Backend, load_backend
 from .format import END, SynthFormat, encode_question
 from .parser import parse_pairs
-from .quality import pair_statistics, token_f1
+from .quality import pair_statistics
 from .rounds import build_prompt
 
 
@@ -26,7 +27,7 @@ def response_f1(
     fmt = SynthFormat.for_tokenizer(tokenizer)
     prompts = [encode_question(tokenizer, fmt, r["context"], r["instruction"]) for r in rows]
     predictions = backend.generate(prompts, max_new_tokens, stop=END)
-    return [token_f1(p, r["response"]) for p, r in zip(predictions, rows)]
+    return [token_f1(p, [r["response"]]) for p, r in zip(predictions, rows)]
 
 
 def free_pairs(
