@@ -72,7 +72,8 @@ def _print_report_tables(report: Path) -> None:
     start = text.find("## Evaluation by set")
     end = text.find("## Evaluation by task")
     verdicts = text[text.find("## What improved") :]
-    console.print(Markdown(text[start:end] + "\n" + verdicts))
+    lines = (text[start:end] + "\n" + verdicts).splitlines()
+    console.print(Markdown("\n".join(line for line in lines if not line.startswith("!["))))
 
 
 def register(app: typer.Typer) -> None:
