@@ -305,6 +305,11 @@ def training_arguments(config, precision: str, packed: bool):
     )
 
 
+def _attention(model) -> str:
+    """The attention implementation the (possibly peft-wrapped) model runs."""
+    return getattr(getattr(model, "config", None), "_attn_implementation", None) or "unknown"
+
+
 def effective_batch_tokens(dataset, config, world_size: int) -> float:
     """Mean tokens per optimizer step: ranks × accumulation × rows per micro-batch × mean row length."""
     import pyarrow.compute as pc
@@ -357,6 +362,13 @@ def train(config) -> TrainResult:
             f"{'packed, padding-free' if data.packed else 'padded, length-grouped'}; {precision}"
             + (f"; resuming from {resume_from.name}" if resume_from else "")
         )
+        if data.packed and config.micro_batch_size > 1 and _attention(model) != "flash_attention_2":
+            Console(stderr=True).print(
+                f"[yellow]note:[/] {config.micro_batch_size} packs per micro-batch become one row of "
+                f"~{batch_tokens / (args.world_size * config.gradient_accumulation_steps):,.0f} tokens; without "
+                "flash-attention varlen, attention is quadratic in that length. On CPU/sdpa prefer "
+                "--micro-batch-size 1 and raise --grad-accum instead."
+            )
         ckpt.write_json_atomic(
             Path(config.output_dir) / "train_config.json",
             resolved_config(config, precision, batch_tokens, args),
