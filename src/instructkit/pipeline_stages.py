@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -291,8 +290,3 @@ def report_stage(recipe: Recipe) -> Stage:
         return {"report": str(path)}
 
     return Stage("report", {"name": recipe.name}, needs, run)
-
-
-def read_results(stage_dir: Path) -> dict[str, Any]:
-    """results.json of an eval stage."""
-    return json.loads((stage_dir / "results.json").read_text())

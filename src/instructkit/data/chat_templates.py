@@ -7,8 +7,6 @@ the next turn (the end-of-turn marker) is trained on; the separator that opens t
 
 from __future__ import annotations
 
-from ..errors import InstructkitError
-
 # Tülu: one format for every source (open-instruct). The newline between turns belongs to the next turn.
 TULU = (
     "{% for message in messages %}"
@@ -55,13 +53,3 @@ TEMPLATE_SPECIAL_TOKENS: dict[str, list[str]] = {
     "llama3": ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
     "plain": [],
 }
-
-
-def builtin_template(name: str) -> str:
-    """Return the Jinja source of a built-in template, or an error listing the names."""
-    try:
-        return BUILTIN_TEMPLATES[name]
-    except KeyError:
-        raise InstructkitError(
-            f"unknown chat template {name!r}; built-in templates: {', '.join(BUILTIN_TEMPLATES)}"
-        ) from None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -112,8 +111,3 @@ def show_command(
 
 def register(app: typer.Typer) -> None:
     app.add_typer(data_app, name="data")
-
-
-def read_stats(directory: Path) -> dict:
-    """The stats.json of a prepared or built directory."""
-    return json.loads((directory / "stats.json").read_text())

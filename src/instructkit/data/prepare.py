@@ -12,7 +12,7 @@ import os
 import shutil
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -51,7 +51,6 @@ class PrepareConfig:
     num_proc: int = 1
     trust_remote_code: bool = False
     seed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def read_examples(
