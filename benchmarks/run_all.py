@@ -11,7 +11,12 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = {"prepare": "bench_prepare.py", "train": "bench_train.py", "eval": "bench_eval.py"}
+BENCHMARKS = {
+    "prepare": "bench_prepare.py",
+    "packing": "bench_packing.py",
+    "train": "bench_train.py",
+    "eval": "bench_eval.py",
+}
 HEADER = """# Benchmark results
 
 Side-by-side runs against the reference tools, same data, tokenizer, model and machine in one run.

@@ -1,8 +1,11 @@
 """Global best-fit-decreasing packing of tokenized examples into rows of at most `capacity` tokens.
 
-The bin choice uses buckets keyed by remaining capacity plus a sorted list of the non-empty
-capacities, so each placement costs one `bisect` (O(log L)) over at most L distinct values:
-O(n log n) for the sort and O(n log L) for the placement, over the whole dataset at once.
+The bin choice uses FIFO buckets keyed by remaining room plus a sorted list of the rooms that have
+a bucket, so each placement costs one `bisect` (O(log L)) over at most L distinct rooms and O(1)
+to take or return a bin: O(n log n) for the sort and O(n log L) for the placement, over
+the whole dataset at once. Adding or removing a room shifts at most L list slots (a memmove bounded
+by the capacity, never by n). Buckets can hold O(n) bins (e.g. n/2 items just over L/2 all leave
+the same room), which is why they must never be popped from the front of a list.
 Packed rows carry `position_ids` restarting at 0 per example and `seq_lens`, which is what the
 training collator turns into block-diagonal attention (no cross-example attention).
 """
@@ -29,7 +32,10 @@ def best_fit_decreasing(lengths: np.ndarray | list[int], capacity: int) -> list[
         raise ValueError("items must have positive length")
     order = np.argsort(-lengths, kind="stable")
     bins: list[list[int]] = []
-    bins_with_room: dict[int, list[int]] = {}  # remaining room -> bin ids (FIFO: oldest first)
+    # remaining room -> [index of the next bin to take, bin ids in arrival order (FIFO)]. Taking
+    # advances the index instead of `pop(0)`, which is O(bucket) and made adversarial mixes
+    # quadratic; a bucket is dropped once fully taken, so memory stays O(n) overall.
+    buckets: dict[int, list[int]] = {}
     rooms: list[int] = []  # sorted distinct rooms that have at least one bin
     for idx, size in zip(order.tolist(), lengths[order].tolist()):
         pos = bisect_left(rooms, size)
@@ -38,17 +44,20 @@ def best_fit_decreasing(lengths: np.ndarray | list[int], capacity: int) -> list[
             bins.append([])
         else:
             room = rooms[pos]
-            bucket = bins_with_room[room]
-            bin_id = bucket.pop(0)
-            if not bucket:
-                del bins_with_room[room]
+            bucket = buckets[room]
+            head = bucket[0]
+            bin_id = bucket[head]
+            if head + 1 == len(bucket):
+                del buckets[room]
                 del rooms[pos]
+            else:
+                bucket[0] = head + 1
         bins[bin_id].append(idx)
         left = room - size
         if left > 0:
-            bucket = bins_with_room.get(left)
+            bucket = buckets.get(left)
             if bucket is None:
-                bins_with_room[left] = [bin_id]
+                buckets[left] = [1, bin_id]
                 insort(rooms, left)
             else:
                 bucket.append(bin_id)
