@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from .mixture import build_mixture, load_mixture_config
-from .splits import leave_one_cluster_out
-from .tasks import Task, load_catalog
+if TYPE_CHECKING:
+    from .tasks import Task
 
 console = Console()
 tasks_app = typer.Typer(help="Describe the task catalog.", no_args_is_help=True)
@@ -25,6 +25,8 @@ def build_command(
     seed: int | None = typer.Option(None, "--seed", help="override the mixture's seed"),
 ) -> None:
     """Render a mixture of tasks into a conversation dataset."""
+    from .mixture import build_mixture, load_mixture_config
+
     config = load_mixture_config(mixture, **({"seed": seed} if seed is not None else {}))
     stats = build_mixture(config, out, num_proc=num_proc)
     print_mixture_stats(stats)
@@ -46,6 +48,9 @@ def splits_command(
     """Write FLAN-style held-out-cluster splits of a mixture."""
     if not leave_one_cluster_out_flag and not cluster:
         raise typer.BadParameter("pass --leave-one-cluster-out (every cluster) or --cluster NAME")
+    from .mixture import load_mixture_config
+    from .splits import leave_one_cluster_out
+
     config = load_mixture_config(mixture)
     summary = leave_one_cluster_out(
         config, out, clusters=cluster or None, num_proc=num_proc, eval_limit=eval_limit
@@ -100,6 +105,8 @@ def list_command(
 ) -> None:
     """List catalog tasks (name, cluster, collection, templates, flags)."""
     table = Table("task", "cluster", "collection", "templates", "flags")
+    from .tasks import load_catalog
+
     for task in load_catalog(catalog).values():
         if cluster is None or task.cluster == cluster:
             flags = ", ".join(
@@ -120,6 +127,8 @@ def show_command(
     catalog: list[Path] = typer.Option([], "--catalog", help="extra task directories"),
 ) -> None:
     """Describe one task: source, fields, options, metric and every template."""
+    from .tasks import load_catalog
+
     tasks = load_catalog(catalog)
     if name not in tasks:
         raise typer.BadParameter(f"unknown task {name!r}; `instructkit tasks list` shows the catalog")

@@ -10,29 +10,24 @@ Python API (each stage also has an `instructkit synth` command):
 - `run_default_demo(out_dir, size)`: the whole path on CPU with a tiny synthesizer.
 """
 
-from .corpus import CorpusConfig, build_corpus
-from .demo import run_default_demo, train_default_synthesizer
-from .evaluate import evaluate_synthesizer
-from .format import Pair, SynthFormat
-from .generate import GenerateConfig, generate_pairs
-from .parser import ParseResult, parse_pairs
-from .pretrain_corpus import PretrainCorpusConfig, build_pretraining_corpus
-from .training_data import TrainDataConfig, make_training_data
+from ..lazy import lazy_exports
 
-__all__ = [
-    "CorpusConfig",
-    "GenerateConfig",
-    "Pair",
-    "ParseResult",
-    "PretrainCorpusConfig",
-    "SynthFormat",
-    "TrainDataConfig",
-    "build_corpus",
-    "build_pretraining_corpus",
-    "evaluate_synthesizer",
-    "generate_pairs",
-    "make_training_data",
-    "parse_pairs",
-    "run_default_demo",
-    "train_default_synthesizer",
-]
+_EXPORTS = {
+    "CorpusConfig": ".corpus",
+    "build_corpus": ".corpus",
+    "run_default_demo": ".demo",
+    "train_default_synthesizer": ".demo",
+    "evaluate_synthesizer": ".evaluate",
+    "Pair": ".format",
+    "SynthFormat": ".format",
+    "GenerateConfig": ".generate",
+    "generate_pairs": ".generate",
+    "ParseResult": ".parser",
+    "parse_pairs": ".parser",
+    "PretrainCorpusConfig": ".pretrain_corpus",
+    "build_pretraining_corpus": ".pretrain_corpus",
+    "TrainDataConfig": ".training_data",
+    "make_training_data": ".training_data",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

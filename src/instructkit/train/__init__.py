@@ -1,7 +1,12 @@
-"""Training: tiny model factory, model loading, collators and the Trainer wrapper."""
+"""Training: tiny model factory, model loading, collators and the Trainer wrapper (imported lazily)."""
 
-from .config import TrainConfig
-from .models import load_model_and_tokenizer
-from .trainer import TrainResult, train
+from ..lazy import lazy_exports
 
-__all__ = ["TrainConfig", "TrainResult", "load_model_and_tokenizer", "train"]
+_EXPORTS = {
+    "TrainConfig": ".config",
+    "load_model_and_tokenizer": ".models",
+    "TrainResult": ".trainer",
+    "train": ".trainer",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

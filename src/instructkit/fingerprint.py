@@ -1,0 +1,108 @@
+"""Content fingerprints of files and folders, so caches key on what data *is*, not where it lives.
+
+A file's sha256 is computed once and remembered in a small JSON memo keyed by (resolved path,
+size, mtime_ns): re-fingerprinting an unchanged 16 GB checkpoint costs a `stat`, and any write
+that changes size or mtime forces a fresh digest. The memo lives in the user cache folder
+(`$INSTRUCTKIT_CACHE`, else `~/.cache/instructkit`), never beside read-only inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+_CHUNK = 1 << 22
+_LOCK = threading.Lock()
+
+
+def cache_dir() -> Path:
+    """The toolkit's user cache folder (created on demand)."""
+    root = os.environ.get("INSTRUCTKIT_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "instructkit"
+    )
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _memo_path() -> Path:
+    return cache_dir() / "file_digests.json"
+
+
+def _load_memo() -> dict[str, dict]:
+    try:
+        return json.loads(_memo_path().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_memo(memo: dict[str, dict]) -> None:
+    path = _memo_path()
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(memo))
+        os.replace(tmp, path)
+    except OSError:  # a read-only cache folder costs speed, never correctness
+        tmp.unlink(missing_ok=True)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file's bytes, memoized by (resolved path, size, mtime_ns)."""
+    resolved = Path(path).resolve()
+    stat = resolved.stat()
+    key = str(resolved)
+    with _LOCK:
+        memo = _load_memo()
+        entry = memo.get(key)
+        if entry and entry.get("size") == stat.st_size and entry.get("mtime_ns") == stat.st_mtime_ns:
+            return entry["sha256"]
+    digest = _sha256(resolved)
+    with _LOCK:
+        memo = _load_memo()
+        memo[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
+        _save_memo(memo)
+    return digest
+
+
+def _files_under(root: Path) -> list[Path]:
+    """Every regular file under a folder, in a stable order (hidden ones included: they may be data)."""
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def path_digest(path: str | Path, exclude: Iterable[str] = ()) -> str:
+    """Digest of a file, or of a folder's relative file names and their contents.
+
+    `exclude` lists relative names (files or folders) left out, e.g. a cache the folder holds.
+    """
+    root = Path(path)
+    if root.is_file():
+        return file_digest(root)
+    skip = set(exclude)
+    combined = hashlib.sha256()
+    for file in _files_under(root):
+        relative = file.relative_to(root).as_posix()
+        if relative in skip or relative.split("/", 1)[0] in skip:
+            continue
+        combined.update(relative.encode() + b"\0" + file_digest(file).encode() + b"\n")
+    return combined.hexdigest()
+
+
+def text_digest(*parts: str) -> str:
+    """sha256 of strings joined unambiguously (for templates, configs and other in-memory inputs)."""
+    combined = hashlib.sha256()
+    for part in parts:
+        encoded = part.encode()
+        combined.update(len(encoded).to_bytes(8, "little") + encoded)
+    return combined.hexdigest()
