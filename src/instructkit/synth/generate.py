@@ -136,11 +136,16 @@ def _worker(cfg: GenerateConfig, jobs: list[tuple[int, list[list[dict]]]], gpu: 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg.num_workers))
     backend = load_backend(cfg.backend, cfg.model, cfg.batch_size, cfg.max_model_len)
     from ..hub import load_tokenizer
+    from ..progress import Progress
 
     tokenizer = load_tokenizer(cfg.model)
-    for index, shard_chains in jobs:
-        records = run_chains(backend, tokenizer, shard_chains, cfg.budget, cfg.max_new_tokens)
-        write_atomic(shard_path(Path(cfg.out), index), records)
+    total = sum(len(chain) for _, shard_chains in jobs for chain in shard_chains)
+    stage = "synth" if gpu is None and cfg.num_workers <= 1 else f"synth worker {os.getpid()}"
+    with Progress(stage, total=total, unit="text") as bar:
+        for index, shard_chains in jobs:
+            records = run_chains(backend, tokenizer, shard_chains, cfg.budget, cfg.max_new_tokens)
+            write_atomic(shard_path(Path(cfg.out), index), records)
+            bar.update(advance=sum(len(chain) for chain in shard_chains), shards_done=index + 1)
 
 
 def run_chains(

@@ -36,45 +36,32 @@ class MetricsJsonlCallback(TrainerCallback):
 
 
 class RichProgressCallback(TrainerCallback):
-    """A progress bar with step, loss, tokens/s and ETA, shown on the main process only."""
+    """Training progress on the main process: a live bar on a terminal, periodic lines in a log file."""
 
     def __init__(self):
         self.progress = None
-        self.task = None
 
     def on_train_begin(self, args, state, control, **kwargs):
-        """Start the bar at the (possibly resumed) step."""
+        """Start at the (possibly resumed) step."""
         if not state.is_world_process_zero:
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from ..progress import Progress
 
-        self.progress = Progress(
-            TextColumn("[bold]train"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}  {task.fields[tps]} tok/s"),
-            TimeRemainingColumn(),
-            transient=False,
-        )
-        self.progress.start()
-        self.task = self.progress.add_task(
-            "train", total=state.max_steps, completed=state.global_step, loss="-", tps="-"
-        )
+        self.progress = Progress("train", total=state.max_steps, unit="step", completed=state.global_step)
 
     def on_step_end(self, args, state, control, **kwargs):
         """Advance to the current optimizer step."""
         if self.progress is not None:
-            self.progress.update(self.task, completed=state.global_step)
+            self.progress.update(completed=state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         """Show the latest loss and throughput."""
         if self.progress is None or not logs or "loss" not in logs:
             return
-        tps = logs.get("tokens_per_second")
-        self.progress.update(self.task, loss=f"{logs['loss']:.4f}", tps=f"{tps:,.0f}" if tps else "-")
+        self.progress.update(loss=round(float(logs["loss"]), 4), tok_s=logs.get("tokens_per_second"))
 
     def on_train_end(self, args, state, control, **kwargs):
-        """Close the bar."""
+        """Close the bar or write the last line."""
         if self.progress is not None:
-            self.progress.stop()
+            self.progress.close()
             self.progress = None
