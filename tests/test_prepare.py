@@ -148,7 +148,7 @@ def test_parquet_csv_and_directory_sources(tokenizer_dir, tmp_path):
     (data / "notes.json").write_text('[{"unrelated": 1}]')
     stats = prepare(cfg([data], tokenizer_dir, tmp_path / "o"), progress=False)
     assert stats["examples_out"] == 3
-    assert [s["file"] for s in stats["skipped_files"]] == [str(data / "notes.json")]
+    assert [s["path"] for s in stats["skipped_files"]] == [str(data / "notes.json")]
 
 
 def test_unreachable_hub_says_so_and_how_to_use_local_files(tokenizer_dir, tmp_path, monkeypatch):

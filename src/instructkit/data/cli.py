@@ -18,7 +18,8 @@ console = Console()
 def prepare_command(
     sources: list[str] = typer.Argument(
         ...,
-        help="JSONL/JSON/Parquet/CSV files or directories, saved datasets, or hub ids OWNER/NAME[:CONFIG][@SPLIT].",
+        help="JSONL/JSON/Parquet/CSV files (also .gz/.bz2/.xz/.zst) or directories (hidden entries skipped), "
+        "saved datasets, or hub ids OWNER/NAME[:CONFIG][@SPLIT].",
     ),
     tokenizer: str = typer.Option(
         ..., "--tokenizer", help="Tokenizer path or hub id; `tiny[:preset]` trains a small BPE on the data."
@@ -49,6 +50,11 @@ def prepare_command(
         "--on-error",
         help="raise: stop at the first bad row; skip: write it to rejects.jsonl and go on.",
     ),
+    skip_unknown_files: bool = typer.Option(
+        False,
+        "--skip-unknown-files",
+        help="In a directory, skip files of unknown kind (listed in stats.json) instead of stopping.",
+    ),
     num_proc: int = typer.Option(1, "--num-proc", help="Processes for tokenization."),
     trust_remote_code: bool = typer.Option(
         False, "--trust-remote-code", help="Allow tokenizer code from the hub (off by default)."
@@ -69,6 +75,7 @@ def prepare_command(
         overlong=overlong,
         format=fmt,
         on_error=on_error,
+        skip_unknown_files=skip_unknown_files,
         num_proc=num_proc,
         trust_remote_code=trust_remote_code,
     )
@@ -85,8 +92,12 @@ def print_stats(stats: dict, title: str) -> None:
     """Print a stats dict as a two-column table (nested dicts flattened with dots)."""
     table = Table(title=title, show_header=False)
     for key, value in _flatten(stats):
+        if isinstance(value, list):  # per-file lists stay in stats.json; the table shows how many
+            value = f"{len(value)} (listed in stats.json)"
         table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
     console.print(table)
+    for skipped in stats.get("skipped_files") or []:
+        console.print(f"skipped {skipped['path']}: {skipped['reason']}", highlight=False)
 
 
 def _flatten(d: dict, prefix: str = ""):

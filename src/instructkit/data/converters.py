@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..errors import InstructkitError
-from .conversation import Conversation, ConversationError, Message
+from .conversation import Conversation, ConversationError, Message, turn_controls
 
 # Required and optional columns per format, in detection priority order.
 FORMATS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
@@ -83,11 +83,12 @@ def _from_messages(record: dict[str, Any]) -> list[Message]:
             raise ConversationError(
                 f"messages[{i}]", f"expected an object with role and content, got {type(m).__name__}"
             )
+        weight = turn_controls(m, f"messages[{i}]")
         for key in ("role", "content"):
             if not isinstance(m.get(key), str):
                 got = "missing" if key not in m else f"expected a string, got {type(m[key]).__name__}"
                 raise ConversationError(f"messages[{i}].{key}", got)
-        out.append(Message(m["role"], m["content"]))
+        out.append(Message(m["role"], m["content"], weight))
     return out
 
 
@@ -105,10 +106,11 @@ def _from_sharegpt(record: dict[str, Any]) -> list[Message]:
             raise ConversationError(
                 f"conversations[{i}]", "expected an object with string fields 'from' and 'value'"
             )
+        weight = turn_controls(t, f"conversations[{i}]", role_key="from")
         role = SHAREGPT_ROLES.get(t["from"].lower())
         if role is None:
             raise ConversationError(f"conversations[{i}].from", f"unknown speaker {t['from']!r}")
-        out.append(Message(role, t["value"]))
+        out.append(Message(role, t["value"], weight, field=f"conversations[{i}]"))
     return out
 
 

@@ -12,6 +12,7 @@ import os
 import shutil
 import time
 from collections import Counter
+from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -27,7 +28,7 @@ from .converters import FORMATS, detect_format, to_conversations
 from .packing import pack_table
 from .rejects import OnError, RejectLog
 from .sources import expand_sources, iter_source_rows
-from .tokenize import IGNORE_INDEX, ChatTokenizer, LossOn
+from .tokenize import IGNORE_INDEX, ChatTokenizer, LossOn, split_row_error
 
 Overlong = Literal["truncate", "drop", "split"]
 KEPT_STATUSES = ["ok", "truncated", "split", "split_piece"]
@@ -48,53 +49,89 @@ class PrepareConfig:
     overlong: Overlong = "truncate"
     format: str | None = None  # None: detect from columns
     on_error: OnError = "raise"
+    skip_unknown_files: bool = (
+        False  # in a directory, skip (and list) files of unknown kind instead of stopping
+    )
     num_proc: int = 1
     trust_remote_code: bool = False
     seed: int = 0
 
 
-def read_examples(
-    sources: list[str], fmt: str | None, rejects: RejectLog, skipped_files: list[dict[str, str]] | None = None
-) -> tuple[datasets.Dataset, str, int]:
-    """Read every source row into conversations (or raw text rows). Returns (dataset, format, rows read).
+DETECT_ROWS = 100  # rows that vote on a file's format, so one odd first row cannot decide it
 
-    Files found inside a directory whose columns fit no format are skipped and listed in
-    `skipped_files` (e.g. a metadata JSON next to the data); a file named directly must fit.
+
+def read_examples(
+    sources: list[str],
+    fmt: str | None,
+    rejects: RejectLog,
+    skipped_files: list[dict[str, str]] | None = None,
+    skip_unknown_files: bool = False,
+) -> tuple[datasets.Dataset, str | None, dict[str, int]]:
+    """Read every source row into conversations (or raw text rows).
+
+    Returns (dataset, format, rows read per input file). Hidden entries of a directory, files of
+    unknown kind (with `skip_unknown_files`) and files whose rows fit no format (e.g. a metadata JSON
+    next to the data) are listed in `skipped_files`; a file named directly must fit. The dataset's
+    `source`/`row_id` are always the input file and row, never the record's own metadata fields.
     """
+    units, skipped = expand_sources(sources, skip_unknown_files)
+    if skipped_files is not None:
+        skipped_files.extend(skipped)
     records: list[dict[str, Any]] = []
     chosen: str | None = fmt
-    rows_read = 0
-    for unit, from_directory in expand_sources(sources):
-        unit_format = fmt
+    rows_read: dict[str, int] = {}
+    for unit, from_directory in units:
+        unit_format, why = (fmt, "") if fmt else detect_file_format(unit)
+        if unit_format is None and why:
+            if not from_directory:
+                raise InstructkitError(f"{unit}: {why}")
+            if skipped_files is not None:
+                skipped_files.append({"path": unit, "reason": why})
+            continue
+        chosen = chosen or unit_format
+        if unit_format is not None and (unit_format == "text") != (chosen == "text"):
+            raise InstructkitError(
+                f"{unit}: mixes raw text rows with conversation rows; prepare them separately"
+            )
+        rows_read.setdefault(unit, 0)
         for raw in iter_source_rows(unit):
-            if raw.error is None and unit_format is None:
-                try:
-                    unit_format = detect_format(raw.record.keys())
-                except InstructkitError as exc:
-                    if not from_directory:
-                        raise InstructkitError(f"{unit}: {exc}") from None
-                    if skipped_files is not None:
-                        skipped_files.append({"file": unit, "reason": str(exc)})
-                    break
-            rows_read += 1
+            rows_read[raw.file] = rows_read.get(raw.file, 0) + 1
             if raw.error is not None:
                 rejects.reject(raw.error)
-                continue
-            chosen = chosen or unit_format
-            if (unit_format == "text") != (chosen == "text"):
-                raise InstructkitError(
-                    f"{raw.file}: mixes raw text rows with conversation rows; prepare them separately"
-                )
-            records.extend(_convert(raw.record, unit_format, raw.file, raw.row, rejects))
-    if chosen is None:
-        raise InstructkitError(f"no usable rows found in {', '.join(sources)}")
+            else:
+                records.extend(_convert(raw.record, unit_format, raw.file, raw.row, rejects))
     features = TEXT_FEATURES if chosen == "text" else CONVERSATION_FEATURES
+    if not records:  # `from_list([])` cannot build the columns
+        return datasets.Dataset.from_dict({k: [] for k in features}, features=features), chosen, rows_read
     return datasets.Dataset.from_list(records, features=features), chosen, rows_read
+
+
+def detect_file_format(source: str) -> tuple[str | None, str]:
+    """The format most of a source's first `DETECT_ROWS` decodable rows fit (ties: the earliest).
+
+    Returns (None, why) when no decodable row fits any format, and (None, "") when the source has no
+    decodable row at all (its undecodable rows are then rejected one by one, like any bad row).
+    """
+    votes: Counter[str] = Counter()
+    why, seen = "", 0
+    with closing(iter_source_rows(source)) as rows:
+        for raw in rows:
+            if raw.error is not None:
+                continue
+            seen += 1
+            try:
+                votes[detect_format(raw.record.keys())] += 1
+            except InstructkitError as exc:
+                why = why or f"no row fits a known format (row {raw.row}: {exc})"
+            if votes and seen >= DETECT_ROWS:
+                break
+    return (votes.most_common(1)[0][0], "") if votes else (None, why)
 
 
 def _convert(
     record: dict[str, Any], fmt: str, file: str, row: int, rejects: RejectLog
 ) -> list[dict[str, Any]]:
+    """One raw row → its conversation (or text) records, located at (file, row); a bad row is rejected."""
     try:
         if fmt == "text":
             text = record.get("text")
@@ -106,7 +143,8 @@ def _convert(
             return [{"text": text, "source": file, "row_id": row}]
         if fmt not in FORMATS:
             raise InstructkitError(f"unknown format {fmt!r} (accepted: {', '.join(FORMATS)})")
-        return [conv.to_record() for conv in to_conversations(record, fmt, file, row)]
+        convs = to_conversations(record, fmt, file, row)
+        return [{**conv.to_record(), "source": file, "row_id": row} for conv in convs]
     except ConversationError as exc:
         rejects.reject(BadRowError(file, row, exc.field, exc.reason), data=record)
         return []
@@ -123,7 +161,7 @@ class _Tokenize:
             encoded = self.chat_tok.encode_text(batch["text"])
         else:
             chats = [
-                [{"role": m["role"], "content": m["content"]} for m in msgs] for msgs in batch["messages"]
+                [{k: v for k, v in m.items() if v is not None} for m in msgs] for msgs in batch["messages"]
             ]
             encoded = self.chat_tok.encode(chats, self.cfg.loss_on)
         out: dict[str, list] = {
@@ -222,13 +260,20 @@ def prepare(cfg: PrepareConfig, progress: bool = True) -> dict[str, Any]:
     """Run the whole preparation; writes the output directory and returns the stats."""
     if cfg.overlong == "split" and cfg.loss_on != "all":
         raise InstructkitError("--overlong split is for pretraining data only (use it with --loss-on all)")
+    from ..train.models import check_max_length
+
+    check_max_length(cfg.tokenizer, cfg.max_length, cfg.trust_remote_code)  # when it names a model
     if not progress:
         datasets.disable_progress_bars()
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     rejects = RejectLog(cfg.on_error)
     skipped_files: list[dict[str, str]] = []
-    ds, fmt, rows_read = read_examples(cfg.sources, cfg.format, rejects, skipped_files)
+    ds, fmt, rows_read = read_examples(
+        cfg.sources, cfg.format, rejects, skipped_files, cfg.skip_unknown_files
+    )
+    if len(ds) == 0:  # nothing to tokenize (every row rejected, or no data): stop with the rejects written
+        _stop_empty(cfg, _empty_stats(rows_read, rejects, Counter(), skipped_files), rejects)
     text = fmt == "text"
     if text and cfg.loss_on != "all":
         cfg.loss_on = "all"
@@ -245,8 +290,11 @@ def prepare(cfg: PrepareConfig, progress: bool = True) -> dict[str, Any]:
     status = Counter(dict(zip(*[c.to_pylist() for c in pc.value_counts(table.column("status")).flatten()])))
     _reject_unmaskable(table, rejects)
     kept = datasets.Dataset(table.filter(pc.is_in(table.column("status"), pa.array(KEPT_STATUSES))))
-    stats = _count(kept, status, rows_read, len(rejects), len(ds))
+    stats = _count(kept, status, sum(rows_read.values()), len(rejects), len(ds))
+    stats["files"] = file_counts(rows_read, kept.data.table, rejects)
     stats["skipped_files"] = skipped_files
+    if len(kept) == 0:
+        _stop_empty(cfg, stats, rejects)
 
     t2 = time.perf_counter()
     final = _finish_rows(kept, cfg, stats)
@@ -257,11 +305,67 @@ def prepare(cfg: PrepareConfig, progress: bool = True) -> dict[str, Any]:
     return stats
 
 
+def file_counts(rows_read: dict[str, int], kept: pa.Table, rejects: RejectLog) -> list[dict[str, Any]]:
+    """Per input file: rows read = kept (some example in the output) + rejected + dropped (length policy)."""
+    kept_rows = set(zip(kept.column("source").to_pylist(), kept.column("row_id").to_pylist()))
+    rejected_rows = {(r["file"], r["row"]) for r in rejects.rows} - kept_rows
+    kept_by_file = Counter(file for file, _ in kept_rows)
+    rejected_by_file = Counter(file for file, _ in rejected_rows)
+    return [
+        {
+            "path": file,
+            "rows_read": n,
+            "rows_kept": kept_by_file[file],
+            "rows_rejected": rejected_by_file[file],
+            "rows_dropped": n - kept_by_file[file] - rejected_by_file[file],
+        }
+        for file, n in rows_read.items()
+    ]
+
+
+def _empty_stats(
+    rows_read: dict[str, int], rejects: RejectLog, status: Counter, skipped_files: list[dict[str, str]]
+) -> dict[str, Any]:
+    """The stats of a run that read no usable row (written next to its rejects)."""
+    empty = pa.table({"source": pa.array([], pa.string()), "row_id": pa.array([], pa.int64())})
+    return {
+        "examples_in": sum(rows_read.values()),
+        "rejected": len(rejects),
+        "dropped_overlong": status.get("dropped_overlong", 0),
+        "dropped_no_trainable": status.get("dropped_no_trainable", 0),
+        "examples_out": 0,
+        "files": file_counts(rows_read, empty, rejects),
+        "skipped_files": skipped_files,
+    }
+
+
+def _stop_empty(cfg: PrepareConfig, stats: dict[str, Any], rejects: RejectLog) -> None:
+    """No example is left to train on: write rejects.jsonl and stats.json to `out`, then stop with one line."""
+    out = Path(cfg.out)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    rejects_path = rejects.write(tmp / "rejects.jsonl")
+    stats["rejects_file"] = str(out / "rejects.jsonl") if rejects_path else None
+    (tmp / "stats.json").write_text(json.dumps(stats, indent=2))
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    dropped = stats.get("dropped_overlong", 0) + stats.get("dropped_no_trainable", 0)
+    files = len(stats["files"])
+    see = f"{out / 'rejects.jsonl'} and {out / 'stats.json'}" if rejects_path else str(out / "stats.json")
+    raise InstructkitError(
+        f"no examples left to train on: {stats['examples_in']} rows read from {files} file{'s' if files != 1 else ''}, "
+        f"{stats['rejected']} rejected, {dropped} dropped by the length policy, "
+        f"{len(stats['skipped_files'])} files skipped; see {see}"
+    )
+
+
 def _reject_unmaskable(table: pa.Table, rejects: RejectLog) -> None:
     """Conversations the template cannot mask exactly: stop, or log them as rejects."""
     bad = table.filter(pc.equal(table.column("status"), "rejected")).select(["source", "row_id", "reason"])
     for row in bad.to_pylist():
-        rejects.reject(BadRowError(row["source"], row["row_id"], "messages", row["reason"]))
+        rejects.reject(BadRowError(row["source"], row["row_id"], *split_row_error(row["reason"])))
 
 
 def _count(
@@ -318,7 +422,9 @@ def _write_output(
     shutil.rmtree(tmp, ignore_errors=True)
     final.save_to_disk(str(tmp))
     tokenizer.save_pretrained(str(tmp / "tokenizer"))
-    settings = {**asdict(cfg), "format": fmt, "packed": cfg.pack}
+    from ..tokenizer_identity import IDENTITY_KEY, tokenizer_identity
+
+    settings = {**asdict(cfg), "format": fmt, "packed": cfg.pack, IDENTITY_KEY: tokenizer_identity(tokenizer)}
     (tmp / "prepare.json").write_text(json.dumps(settings, indent=2, default=str))
     rejects_path = rejects.write(tmp / "rejects.jsonl")
     stats["rejects_file"] = str(out / "rejects.jsonl") if rejects_path else None

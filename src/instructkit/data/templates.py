@@ -1,8 +1,10 @@
 """Prompt templates: Jinja in a sandbox, so user-supplied task YAMLs cannot run code or read secrets.
 
 A template turns one task row (a dict of fields) into an `input` (the instruction the user sees) and a
-`target` (the reply). Rendering uses `ImmutableSandboxedEnvironment` with `StrictUndefined`: a missing
-field or a blocked attribute raises `TemplateError` naming the task, the template and the field.
+`target` (the reply). Rendering uses the limited sandbox (`instructkit.sandbox`: Jinja's
+`ImmutableSandboxedEnvironment` plus time and size limits) with `StrictUndefined`: a missing field, a
+blocked attribute or a template over a limit raises `TemplateError` naming the task, the template and
+the field.
 Field mappings in task YAMLs use the same sandbox for *expressions* (`answer.split('####')[-1]`).
 """
 
@@ -14,10 +16,12 @@ from typing import Any
 
 import jinja2
 from jinja2 import meta
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.sandbox import SecurityError
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import InstructkitError
+from ..sandbox import DEFAULT_LIMITS, LimitedSandbox, RenderLimitError, input_chars, limited
+from ..sandbox import render as render_limited
 
 
 class TemplateError(InstructkitError):
@@ -49,11 +53,9 @@ def _options_list(options: list[Any]) -> str:
 
 
 @lru_cache(maxsize=1)
-def sandbox() -> ImmutableSandboxedEnvironment:
+def sandbox() -> LimitedSandbox:
     """The one shared sandboxed environment (no autoescape: outputs are plain text, not HTML)."""
-    env = ImmutableSandboxedEnvironment(
-        undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False
-    )
+    env = LimitedSandbox(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
     env.filters["regex_replace"] = _regex_replace
     env.filters["options_list"] = _options_list
     return env
@@ -84,7 +86,9 @@ def _missing_name(exc: jinja2.UndefinedError, context: dict[str, Any]) -> str:
 def render_text(source: str, context: dict[str, Any], *, task: str, template: str, part: str) -> str:
     """Render one Jinja string in the sandbox; every failure becomes a TemplateError."""
     try:
-        return _compile(source).render(**context).strip()
+        return render_limited(_compile(source), context).strip()
+    except RenderLimitError as exc:
+        raise TemplateError(task, template, part, f"over a render limit: {exc}") from exc
     except jinja2.UndefinedError as exc:
         name = _missing_name(exc, context)
         raise TemplateError(
@@ -101,7 +105,12 @@ def render_text(source: str, context: dict[str, Any], *, task: str, template: st
 def evaluate_expression(source: str, context: dict[str, Any], *, task: str, field: str) -> Any:
     """Evaluate a field-mapping expression in the sandbox (returns native Python values, lists included)."""
     try:
-        value = _compile_expression(source)(**context)
+        with limited(DEFAULT_LIMITS.scaled_to(input_chars(context))):
+            value = _compile_expression(source)(**context)
+    except RenderLimitError as exc:
+        raise TemplateError(
+            task, "<fields>", field, f"expression {source!r}: over a render limit: {exc}"
+        ) from exc
     except jinja2.UndefinedError as exc:
         raise TemplateError(task, "<fields>", field, f"expression {source!r}: {exc}") from exc
     except SecurityError as exc:
