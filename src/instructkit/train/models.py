@@ -3,17 +3,28 @@
 A tiny model is a randomly initialised Llama-architecture `LlamaForCausalLM`; its tokenizer is a
 byte-level BPE trained locally with `tokenizers` (digits split one per token, so small models can
 learn arithmetic), wrapped as a `PreTrainedTokenizerFast` carrying the `tulu` chat template.
+
+A GGUF file (or a directory holding one) is accepted wherever a model or tokenizer is: transformers
+reads it (the `gguf` package) and dequantizes its weights; `import_gguf` writes it out once as a
+safetensors directory so later runs load in a fraction of a second.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from ..data.chat_templates import BUILTIN_TEMPLATES, TEMPLATE_SPECIAL_TOKENS
 from ..errors import InstructkitError
 
 TINY_PREFIX = "tiny:"
+GGUF_SUFFIX = ".gguf"
+TRAIN_DTYPE = "float32"  # master weights of full and LoRA training; bf16/fp16 runs autocast around them
 
 
 @dataclass(frozen=True)
@@ -149,6 +160,138 @@ def _quantization_config(dtype):
     )
 
 
+def default_tokenizer(model: str, tokenizer: str | None = None) -> str:
+    """The tokenizer to prepare data with for `model`: the one given, else the model's own.
+
+    A `tiny:` model has no tokenizer of its own; its data trains a BPE of the preset's size.
+    """
+    if tokenizer:
+        return tokenizer
+    return model if not is_tiny(model) else f"{TINY_PREFIX}{model[len(TINY_PREFIX) :] or 'micro'}"
+
+
+def gguf_location(source: str | Path) -> tuple[str, str] | None:
+    """(directory, file name) when `source` is a GGUF file or a directory holding one; else None.
+
+    A directory with a `config.json` is a transformers directory even if a GGUF sits beside it.
+    """
+    path = Path(source).expanduser()
+    if path.is_file() and path.suffix.lower() == GGUF_SUFFIX:
+        return str(path.parent), path.name
+    if not path.is_dir() or (path / "config.json").exists():
+        return None
+    found = sorted(p.name for p in path.iterdir() if p.suffix.lower() == GGUF_SUFFIX)
+    if len(found) > 1:
+        raise InstructkitError(
+            f"{path}: holds {len(found)} GGUF files ({', '.join(found)}); name one of them"
+        )
+    return (str(path), found[0]) if found else None
+
+
+def gguf_load_args(source: str, for_model: bool = False) -> tuple[str, dict[str, Any]]:
+    """(what to pass to from_pretrained, extra kwargs): `gguf_file=` when `source` is GGUF, else unchanged.
+
+    For a model the weights are always dequantized: transformers would otherwise keep them packed
+    (GGUF kernels, where installed), which can be neither trained nor saved as safetensors.
+    """
+    location = gguf_location(source)
+    if location is None:
+        return source, {}
+    extra: dict[str, Any] = {"gguf_file": location[1]}
+    if for_model:
+        from transformers import GgufConfig
+
+        extra["quantization_config"] = GgufConfig(gguf_file=location[1], dequantize=True)
+    return location[0], extra
+
+
+def finish_gguf_model(model: Any, source: str, quiet: bool = False) -> Any:
+    """Drop the GGUF quantizer marker (the weights are already dequantized; saving refuses while it is set)."""
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    if not quiet:
+        from rich.console import Console
+
+        Console(stderr=True).print(
+            f"[yellow]note:[/] {source} holds quantized GGUF weights; they were dequantized to {model.dtype} "
+            "(training updates these, the GGUF quantization is not kept). Run "
+            "`instructkit models import FILE.gguf --out DIR` once to load faster next time.",
+            highlight=False,
+        )
+    return model
+
+
+def import_gguf(gguf: str | Path, out: str | Path, dtype: str = "float32", overwrite: bool = False) -> Path:
+    """Convert a GGUF model (weights, tokenizer, chat template) into a safetensors directory `out`.
+
+    Written next to `out` and renamed into place, so a crash (or a concurrent import) never leaves a
+    half-written directory.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ..hub import hub_error, load_tokenizer
+
+    gguf, out = Path(gguf).expanduser(), Path(out).expanduser()
+    if not gguf.is_file() or gguf.suffix.lower() != GGUF_SUFFIX:
+        raise InstructkitError(f"{gguf}: not a GGUF file (expected an existing *.gguf file)")
+    if out.exists() and not overwrite:
+        raise InstructkitError(f"{out} already exists; pass --overwrite to replace it")
+    tokenizer = load_tokenizer(str(gguf))
+    try:
+        source, extra = gguf_load_args(str(gguf), for_model=True)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, dtype), **extra)
+    except Exception as exc:  # transformers raises ValueError/OSError for unsupported architectures
+        raise hub_error("model", str(gguf), exc) from exc
+    model = finish_gguf_model(model, str(gguf), quiet=True)
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    tokenizer.save_pretrained(str(tmp))
+    meta = {"source": gguf.name, "source_bytes": gguf.stat().st_size, "dtype": dtype}
+    (tmp / "instructkit_import.json").write_text(json.dumps(meta, indent=2))
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
+
+
+def model_max_positions(source: str, trust_remote_code: bool = False) -> int | None:
+    """`max_position_embeddings` of a local model directory or GGUF file; None when there is no config."""
+    name, extra = gguf_load_args(source)
+    if not extra and not (Path(source).expanduser() / "config.json").is_file():
+        return None  # a tokenizer-only folder, a tiny: preset, or a hub id (not fetched just for this)
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code, **extra)
+    except Exception:  # a folder whose config transformers cannot read: nothing to check against
+        return None
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return getattr(text_config, "max_position_embeddings", None)
+
+
+def check_max_length(source: str, max_length: int, trust_remote_code: bool = False) -> None:
+    """Refuse a `max_length` beyond the positions the model at `source` was built for."""
+    positions = model_max_positions(source, trust_remote_code)
+    if positions is not None and max_length > positions:
+        raise InstructkitError(
+            f"--max-length {max_length} exceeds the {positions} positions model {source} supports "
+            f"(max_position_embeddings); use --max-length {positions} or less"
+        )
+
+
+def ensure_pad_token(tokenizer: Any) -> Any:
+    """Give a tokenizer without a pad token its EOS (or UNK) as pad: padded batches need an id, never trained."""
+    if tokenizer.pad_token_id is None:
+        fallback = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
+        if fallback is None:
+            raise InstructkitError("the tokenizer has no pad, EOS or UNK token to pad batches with")
+        tokenizer.pad_token = fallback
+    return tokenizer
+
+
 def load_model_and_tokenizer(
     model: str,
     tokenizer: str | None = None,
@@ -158,12 +301,17 @@ def load_model_and_tokenizer(
     quantize_4bit: bool = False,
     max_length: int = 4096,
     tiny_seed: int = 0,
+    dtype: str = TRAIN_DTYPE,
 ):
-    """(model, tokenizer) for a hub id, local path or `tiny:<preset>`; weights in fp32 (autocast does bf16).
+    """(model, tokenizer) for a hub id, local path, GGUF file or `tiny:<preset>`.
 
-    `tokenizer` is where to load the tokenizer from (the prepared data's `tokenizer/`); a `tiny:` model
-    needs it and is sized to it. Without it a hub/local model's own tokenizer is used.
+    Weights load in `dtype` (fp32 master weights; a bf16 run autocasts around them) whatever the
+    checkpoint's own dtype; QLoRA keeps a 4-bit base with bf16 compute. `tokenizer` is where to load
+    the tokenizer from (the prepared data's `tokenizer/`); a `tiny:` model needs it and is sized to
+    it. Without it a hub/local model's own tokenizer is used.
     """
+    import torch
+
     from ..hub import load_causal_lm, load_tokenizer
 
     if is_tiny(model):
@@ -176,22 +324,26 @@ def load_model_and_tokenizer(
             raise InstructkitError(
                 "a tiny: model needs a tokenizer (the prepared data's tokenizer/ directory)"
             )
-        tok = load_tokenizer(str(tokenizer))
+        tok = ensure_pad_token(load_tokenizer(str(tokenizer)))
         lm = build_tiny_model(model, tok, seed=tiny_seed, max_position_embeddings=max(max_length, 64))
         if attn_implementation:
             lm.set_attn_implementation(attn_implementation)
-        return lm, tok
+        return lm.to(getattr(torch, dtype)), tok
     tok = load_tokenizer(str(tokenizer or model), trust_remote_code=trust_remote_code)
-    kwargs = {"attn_implementation": attn_implementation or default_attn_implementation()}
+    kwargs: dict[str, Any] = {
+        "attn_implementation": attn_implementation or default_attn_implementation(),
+        "dtype": getattr(torch, dtype),
+    }
     if quantize_4bit:
-        import torch
-
         check_qlora_supported()
+        if gguf_location(model) is not None:
+            raise InstructkitError(
+                f"{model}: QLoRA needs unquantized weights to quantize; run "
+                "`instructkit models import FILE.gguf --out DIR` and train DIR"
+            )
         kwargs |= {"quantization_config": _quantization_config(torch.bfloat16), "dtype": torch.bfloat16}
     lm = load_causal_lm(model, trust_remote_code=trust_remote_code, **kwargs)
-    if tok.pad_token_id is None:  # padded mode needs one; packed mode never pads
-        tok.pad_token = tok.eos_token
-    return lm, tok
+    return lm, ensure_pad_token(tok)
 
 
 def apply_lora(

