@@ -1,28 +1,32 @@
 """`instructkit run RECIPE`: mixture (or corpus) → prepare → train → evaluate (base and tuned) → report.
 
-Each stage writes into `runs/<name>/<stage>/` and records the hash of its own settings plus the
-hashes of the stages it reads (`stage.json`). A rerun skips every stage whose hash is unchanged,
-so changing a setting reruns exactly the stages downstream of it. A stage that did not finish has
-no `stage.json` and is redone from scratch (training resumes from its last checkpoint).
+Each stage writes into `runs/<name>/<stage>/` and records in `stage.json` the hash of its settings,
+of the outside inputs it reads (local files and folders by content, hub ids by the revision the
+local HF cache holds: `pipeline_inputs`) and of the stages it reads. A rerun skips every stage whose
+hash is unchanged, so changing a setting or an input file reruns exactly the stages downstream of
+it, and `--dry-run` names what changed. A stage that did not finish has no `stage.json` and is
+redone from scratch (training resumes from its last checkpoint). `name` cannot leave `runs_dir`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from . import __version__
 from .data.mixture import MixtureConfig
 from .errors import InstructkitError
+from .pipeline_inputs import MISSING, UNPINNED
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 STAGE_FILE = "stage.json"
@@ -118,8 +122,15 @@ class SweepVariant(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    label: str
+    label: str = Field(description="Names the variant's run folder `<runs_dir>/<name>/<label>`.")
     set: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("label")
+    @classmethod
+    def _one_folder(cls, label: str) -> str:
+        if "/" in label:
+            raise ValueError(f"sweep label {label!r} must be one folder name (no '/')")
+        return check_run_name(label, "sweep label")
 
 
 class SweepSpec(BaseModel):
@@ -140,7 +151,7 @@ class Recipe(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str
+    name: str = Field(description="The run folder under `runs_dir` (`a/b` nests; never `..` or absolute).")
     description: str = ""
     seed: int = 0
     runs_dir: str = "runs"
@@ -159,6 +170,43 @@ class Recipe(BaseModel):
         default_factory=list, description="The exact commands that run this recipe (documentation)."
     )
     sweep: SweepSpec | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _inside_runs_dir(cls, name: str) -> str:
+        return check_run_name(name, "recipe name")
+
+
+def check_run_name(name: str, what: str) -> str:
+    """A run folder name: relative parts only, none `.`/`..`/empty, so it stays inside `runs_dir`."""
+    parts = name.replace("\\", "/").split("/")
+    bad = (
+        not name
+        or "\0" in name
+        or "\\" in name
+        or PureWindowsPath(name).anchor
+        or name.startswith("/")
+        or any(p in ("", ".", "..") for p in parts)
+    )
+    if bad:
+        raise ValueError(
+            f"{what} {name!r} is not a plain relative folder name (no absolute path, '..', '.', "
+            "empty part or backslash): it names the run folder inside runs_dir"
+        )
+    return name
+
+
+def run_root(recipe: Recipe) -> Path:
+    """`runs_dir/name`, refused if it would not lie inside `runs_dir` (whatever built the name)."""
+    runs = Path(recipe.runs_dir)
+    try:  # a recipe built in code skips `load_recipe`'s validation
+        root = runs / check_run_name(recipe.name, "recipe name")
+    except ValueError as exc:
+        raise InstructkitError(str(exc)) from None
+    absolute, base = Path(os.path.abspath(root)), Path(os.path.abspath(runs))
+    if absolute == base or not absolute.is_relative_to(base):
+        raise InstructkitError(f"recipe name {recipe.name!r}: run folder {root} is outside {runs}")
+    return root
 
 
 def load_recipe(
@@ -243,32 +291,115 @@ def _set_dotted(raw: dict, dotted: str, value: Any) -> None:
 
 @dataclass
 class Stage:
-    """One cached step: its settings (hashed), the stages it reads, and the function that runs it."""
+    """One cached step: its settings and outside inputs (hashed), the stages it reads, and its run function.
+
+    `inputs` returns the stage's outside inputs (`pipeline_inputs`: label → content digest or hub
+    revision). `section` and `aliases` name where each setting lives in the recipe, so a dry-run
+    can say `setting train.epochs changed`.
+    """
 
     name: str
     settings: dict[str, Any]
     needs: list[str]
     run: Callable[[Path, dict[str, Path]], dict[str, Any]]
     estimate: Callable[[], str] = field(default=lambda: "")
+    inputs: Callable[[], dict[str, str]] = field(default=dict)
+    section: str = ""
+    aliases: dict[str, str] = field(default_factory=dict)
+    _digests: dict[str, str] | None = field(default=None, init=False, repr=False)
+
+    def input_digests(self) -> dict[str, str]:
+        """The outside inputs' digests, computed once per stage object (one `stat` per unchanged file)."""
+        if self._digests is None:
+            try:
+                self._digests = dict(self.inputs())
+            except InstructkitError as exc:  # the stage itself will fail with the full message
+                self._digests = {f"inputs unresolved ({str(exc).split(': ')[0]})": MISSING}
+        return self._digests
+
+    def setting_path(self, key: str) -> str:
+        """Where a (dotted) settings key lives in the recipe, e.g. `epochs` → `train.epochs`."""
+        head, _, rest = key.partition(".")
+        base = self.aliases.get(head) or (f"{self.section}.{head}" if self.section else head)
+        return f"{base}.{rest}" if rest else base
 
 
 def stage_hash(stage: Stage, upstream: dict[str, str]) -> str:
-    """Hash of the stage's settings and its inputs' hashes (and the toolkit version)."""
-    payload = json.dumps(
-        {"settings": stage.settings, "needs": {n: upstream[n] for n in stage.needs}, "version": __version__},
-        sort_keys=True,
-        default=str,
-    )
+    """Hash of the stage's settings, its outside inputs' digests, its upstream hashes and the version."""
+    payload = json.dumps(_hashed(stage, upstream), sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _hashed(stage: Stage, upstream: dict[str, str]) -> dict[str, Any]:
+    """Everything a stage's result depends on (recorded in stage.json to explain the next rerun)."""
+    return {
+        "settings": stage.settings,
+        "inputs": stage.input_digests(),
+        "needs": {n: upstream[n] for n in stage.needs},
+        "version": __version__,
+    }
 
 
 def cached(stage_dir: Path, digest: str) -> dict[str, Any] | None:
     """The finished stage's record when its hash matches, else None."""
+    record = _record(stage_dir)
+    return record if record is not None and record.get("hash") == digest else None
+
+
+def _record(stage_dir: Path) -> dict[str, Any] | None:
     marker = stage_dir / STAGE_FILE
-    if not marker.is_file():
-        return None
-    record = json.loads(marker.read_text())
-    return record if record.get("hash") == digest else None
+    return json.loads(marker.read_text()) if marker.is_file() else None
+
+
+def why_rerun(stage: Stage, stage_dir: Path, upstream: dict[str, str]) -> list[str]:
+    """Why a stage whose hash changed must run: each changed input, setting and upstream stage."""
+    record = _record(stage_dir)
+    if record is None:
+        return ["unfinished (no stage.json)" if stage_dir.exists() else "not run yet"]
+    if "inputs" not in record:
+        return ["recorded before inputs were fingerprinted"]
+    now = _hashed(stage, upstream)
+    reasons = _input_changes(record["inputs"], now["inputs"])
+    old_settings, new_settings = _flatten(record.get("settings", {})), _flatten(now["settings"])
+    for key in sorted(old_settings.keys() | new_settings.keys()):
+        if old_settings.get(key, _ABSENT) != new_settings.get(key, _ABSENT):
+            reasons.append(f"setting {stage.setting_path(key)} changed")
+    old_needs = record.get("needs", {})
+    reasons += [f"upstream {n} changed" for n in stage.needs if old_needs.get(n) != now["needs"][n]]
+    if record.get("version") != __version__:
+        reasons.append(f"toolkit version changed ({record.get('version')} → {__version__})")
+    return reasons or ["hash changed"]
+
+
+_ABSENT = object()
+
+
+def _input_changes(old: dict[str, str], new: dict[str, str]) -> list[str]:
+    reasons = []
+    for label in sorted(old.keys() | new.keys()):
+        if label not in old:
+            reasons.append(f"{label} added")
+        elif label not in new:
+            reasons.append(f"{label} removed")
+        elif old[label] != new[label]:
+            what = "revision" if new[label].startswith("hub:") else "content"
+            reasons.append(f"{label} changed ({what})")
+    return reasons
+
+
+def _flatten(settings: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as dotted keys (lists stay whole), so a reason names the one changed field."""
+    if not isinstance(settings, dict) or (prefix and not settings):
+        return {prefix: json.loads(json.dumps(settings, default=str))}
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def unpinned(stage: Stage) -> list[str]:
+    """Labels of hub inputs the local HF cache cannot pin (their content is not checked)."""
+    return [label for label, digest in stage.input_digests().items() if digest == UNPINNED]
 
 
 @dataclass
@@ -277,6 +408,14 @@ class PlanRow:
     digest: str
     status: str  # cached | run
     estimate: str
+    reasons: list[str] = field(default_factory=list)  # why it runs (empty when cached)
+    notes: list[str] = field(default_factory=list)  # e.g. unpinned hub inputs
+
+    @property
+    def why(self) -> str:
+        """One line for the plan: the reasons it runs, then the notes."""
+        notes = [f"unpinned, not in the local HF cache: {', '.join(self.notes)}"] if self.notes else []
+        return "; ".join(self.reasons + notes)
 
 
 class Pipeline:
@@ -286,14 +425,17 @@ class Pipeline:
         self.recipe, self.stages, self.root = recipe, stages, root
 
     def plan(self) -> list[PlanRow]:
-        """What a run would do: each stage's hash and whether it is cached."""
+        """What a run would do: each stage's hash, whether it is cached, and why it would run."""
         hashes: dict[str, str] = {}
         rows = []
         for stage in self.stages:
             digest = stage_hash(stage, hashes)
+            stage_dir = self.root / stage.name
+            is_cached = cached(stage_dir, digest) is not None
+            reasons = [] if is_cached else why_rerun(stage, stage_dir, hashes)
+            status = "cached" if is_cached else "run"
+            rows.append(PlanRow(stage.name, digest, status, _safe_estimate(stage), reasons, unpinned(stage)))
             hashes[stage.name] = digest
-            status = "cached" if cached(self.root / stage.name, digest) else "run"
-            rows.append(PlanRow(stage.name, digest, status, _safe_estimate(stage)))
         return rows
 
     def run(self, log: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
@@ -302,20 +444,21 @@ class Pipeline:
         records: dict[str, dict[str, Any]] = {}
         for stage in self.stages:
             digest = stage_hash(stage, hashes)
-            hashes[stage.name] = digest
             stage_dir = self.root / stage.name
             record = cached(stage_dir, digest)
             if record is not None:
                 log(f"[{stage.name}] cached ({digest})")
             else:
-                record = self._run_stage(stage, stage_dir, digest, log)
+                why = "; ".join(why_rerun(stage, stage_dir, hashes))
+                log(f"[{stage.name}] running ({digest}): {why}")
+                record = self._run_stage(stage, stage_dir, digest, hashes)
+            hashes[stage.name] = digest
             records[stage.name] = record
         return records
 
     def _run_stage(
-        self, stage: Stage, stage_dir: Path, digest: str, log: Callable[[str], None]
+        self, stage: Stage, stage_dir: Path, digest: str, upstream: dict[str, str]
     ) -> dict[str, Any]:
-        log(f"[{stage.name}] running ({digest})")
         marker = stage_dir / STAGE_FILE
         if marker.exists():  # settings changed: the old result is stale
             shutil.rmtree(stage_dir)
@@ -328,7 +471,7 @@ class Pipeline:
             "hash": digest,
             "seconds": round(time.perf_counter() - start, 2),
             "summary": summary,
-            "settings": stage.settings,
+            **_hashed(stage, upstream),
         }
         tmp = marker.with_suffix(".tmp")
         tmp.write_text(json.dumps(record, indent=2, default=str))
@@ -348,7 +491,7 @@ def build_pipeline(recipe: Recipe) -> Pipeline:
     """The stages a recipe names, in order."""
     from . import pipeline_stages as ps
 
-    root = Path(recipe.runs_dir) / recipe.name
+    root = run_root(recipe)
     stages: list[Stage] = []
     upstream = "mixture" if recipe.mixture is not None else "corpus" if recipe.corpus is not None else None
     if recipe.mixture is not None:

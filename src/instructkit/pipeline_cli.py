@@ -56,11 +56,12 @@ def _split_override(text: str) -> tuple[str, str]:
 
 
 def print_plan(pipeline) -> None:
+    """The plan table: per stage its hash, whether it runs, why (which input changed), and its size."""
     table = Table(title="plan")
-    for col in ("stage", "hash", "status", "size"):
-        table.add_column(col)
+    for col in ("stage", "hash", "status", "why", "size"):
+        table.add_column(col, overflow="fold")
     for row in pipeline.plan():
-        table.add_row(row.stage, row.digest, row.status, row.estimate)
+        table.add_row(row.stage, row.digest, row.status, escape(row.why), row.estimate)
     console.print(table)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from . import pipeline_inputs as pin
+from .errors import InstructkitError
 from .pipeline import Recipe, Stage
 
 
@@ -25,7 +27,15 @@ def mixture_stage(recipe: Recipe) -> Stage:
         tokens = _estimated_tokens(config, len(plan.plan))
         return f"{len(plan.plan):,} rows from {len(plan.tasks)} tasks, ≈{tokens:,} tokens"
 
-    return Stage("mixture", config.model_dump(mode="json"), [], run, estimate)
+    return Stage(
+        "mixture",
+        config.model_dump(mode="json"),
+        [],
+        run,
+        estimate,
+        inputs=lambda: pin.mixture_inputs(config),
+        section="mixture",
+    )
 
 
 def _estimated_tokens(config, rows: int, sample: int = 64) -> int:
@@ -56,7 +66,9 @@ def synthesizer_stage(recipe: Recipe) -> Stage:
         model = train_default_synthesizer(out, size)
         return {"model": str(model), **synthesizer_f1(out, model, size)}
 
-    return Stage("synthesizer", {"size": size}, [], run, lambda: f"tiny synthesizer, size {size}")
+    return Stage(
+        "synthesizer", {"size": size}, [], run, lambda: f"tiny synthesizer, size {size}", section="corpus"
+    )
 
 
 def corpus_stage(recipe: Recipe) -> Stage:
@@ -92,7 +104,24 @@ def corpus_stage(recipe: Recipe) -> Stage:
         kind = "instruction-augmented" if spec.augment else "raw"
         return f"{spec.texts} {spec.raw} texts ({spec.heldout} held out), {kind}"
 
-    return Stage("corpus", settings, ["synthesizer"] if default_synth else [], run, estimate)
+    def inputs() -> pin.Inputs:
+        found = pin.reference_inputs("tokenizer", recipe.prepare.tokenizer, "model")
+        if spec.raw != "generated":
+            found.update(pin.reference_inputs("raw text", spec.raw, "dataset"))
+        if spec.augment and not default_synth:
+            found.update(pin.reference_inputs("synthesizer", spec.synthesizer, "model"))
+        return found
+
+    return Stage(
+        "corpus",
+        settings,
+        ["synthesizer"] if default_synth else [],
+        run,
+        estimate,
+        inputs=inputs,
+        section="corpus",
+        aliases={"tokenizer": "prepare.tokenizer", "seed": "seed"},
+    )
 
 
 def prepare_stage(recipe: Recipe, upstream: str | None) -> Stage:
@@ -115,7 +144,22 @@ def prepare_stage(recipe: Recipe, upstream: str | None) -> Stage:
         keys = ("examples_out", "tokens", "trainable_tokens", "packs", "packing_efficiency")
         return {k: stats.get(k) for k in keys}
 
-    return Stage("prepare", settings, [upstream] if upstream else [], run)
+    def inputs() -> pin.Inputs:
+        found = {} if upstream else pin.sources_inputs(recipe.sources)
+        if upstream != "corpus":  # a corpus brings its own tokenizer
+            found.update(pin.reference_inputs("tokenizer", spec.tokenizer, "model"))
+        found.update(pin.file_setting_inputs("chat template", spec.chat_template))
+        return found
+
+    return Stage(
+        "prepare",
+        settings,
+        [upstream] if upstream else [],
+        run,
+        inputs=inputs,
+        section="prepare",
+        aliases={"sources": "sources"},
+    )
 
 
 def train_stage(recipe: Recipe) -> Stage:
@@ -140,7 +184,16 @@ def train_stage(recipe: Recipe) -> Stage:
         steps = settings.get("max_steps", -1)
         return f"{steps} steps" if steps and steps > 0 else f"{settings.get('epochs', 1)} epochs"
 
-    return Stage("train", settings, ["prepare"], run, estimate)
+    model = settings.get("model", "tiny:micro")
+    return Stage(
+        "train",
+        settings,
+        ["prepare"],
+        run,
+        estimate,
+        inputs=lambda: pin.reference_inputs("model", model, "model"),
+        section="train",
+    )
 
 
 def eval_stage(recipe: Recipe, which: str) -> Stage:
@@ -174,7 +227,38 @@ def eval_stage(recipe: Recipe, which: str) -> Stage:
         results = evaluate(model, tokenizer, tasks=tasks, out_dir=out, config=config)
         return {"normalized_average": results.get("normalized_average"), "tasks": len(results["tasks"])}
 
-    return Stage(name, settings, needs, run)
+    return Stage(
+        name,
+        settings,
+        needs,
+        run,
+        inputs=lambda: _eval_inputs(recipe, which),
+        section="evaluate",
+        aliases={
+            "which": "which",
+            "model": "train.model",
+            "tiny_seed": "train.tiny_seed",
+            "holdout": "mixture.holdout_clusters",
+        },
+    )
+
+
+def _eval_inputs(recipe: Recipe, which: str) -> pin.Inputs:
+    """The base model (when evaluated), the eval sets' task files and data, the benchmark data."""
+    from .data.tasks import load_catalog
+
+    spec = recipe.evaluate
+    found = {}
+    if which == "base":
+        found.update(pin.reference_inputs("model", recipe.train.get("model", "tiny:micro"), "model"))
+    catalog_sets = [s for s in spec.sets if s.kind == "catalog"]
+    if catalog_sets:
+        catalog = load_catalog(recipe.mixture.catalog if recipe.mixture else None)
+        tasks = {t.name: t for s in catalog_sets for t in _set_tasks(recipe, s, catalog)}
+        found.update(pin.task_inputs(tasks.values(), None))
+    data_dir = spec.data_dir or _default_data_dir()
+    found.update(pin.benchmark_inputs(spec.suite, list(spec.benchmarks), data_dir))
+    return found
 
 
 def _holdout(recipe: Recipe) -> list[str]:
@@ -258,6 +342,9 @@ def _set_tasks(recipe: Recipe, eval_set, catalog: dict) -> list[Any]:
     for name in eval_set.tasks:
         names += _mixture_task_names(recipe, catalog) if name == "@train" else [name]
     names += sorted(n for n, t in catalog.items() if t.cluster in eval_set.clusters)
+    unknown = sorted({n for n in names if n not in catalog})
+    if unknown:
+        raise InstructkitError(f"eval set {eval_set.name!r}: unknown task(s) {unknown}")
     seen: dict[str, Any] = {}
     for n in names:
         seen.setdefault(n, catalog[n])
@@ -289,4 +376,4 @@ def report_stage(recipe: Recipe) -> Stage:
         path = write_run_report(recipe, inputs, out)
         return {"report": str(path)}
 
-    return Stage("report", {"name": recipe.name}, needs, run)
+    return Stage("report", {"name": recipe.name}, needs, run, aliases={"name": "name"})

@@ -20,7 +20,8 @@ def run_sweep(
         pipeline = build_pipeline(arm)
         if dry_run:
             for row in pipeline.plan():
-                log(f"   {row.stage:<11} {row.status:<7} {row.estimate}")
+                why = f" — {row.why}" if row.why else ""
+                log(f"   {row.stage:<11} {row.status:<7} {row.estimate}{why}")
         else:
             pipeline.run(log=log)
     if dry_run:

@@ -375,6 +375,21 @@ def _partition(task: Task, n: int, split: str) -> list[int]:
 _ROW_CACHE: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
 
 
+def _source_digests(task: Task, root: Path) -> list[str]:
+    """Content digests of the local files behind a task (empty for hub and procedural sources)."""
+    from ..fingerprint import file_digest
+
+    digests = []
+    for source in [task.source] if task.source else list((task.splits or {}).values()):
+        if source is None or not source.files:
+            continue
+        try:
+            digests += [file_digest(f) for f in _resolve_files(task, source, root)]
+        except InstructkitError:
+            digests.append("unresolved")  # the read itself will raise the clear error
+    return digests
+
+
 def task_rows(
     task: Task,
     split: str,
@@ -383,10 +398,22 @@ def task_rows(
     on_error: OnError = "raise",
     rejects: list | None = None,
 ) -> list[dict[str, Any]]:
-    """The mapped rows of one split (cached per process; rejected rows are appended to `rejects`)."""
+    """The mapped rows of one split (cached per process; rejected rows are appended to `rejects`).
+
+    The cache key holds the content digest of every local file the task reads, so rows appended to
+    a task's data file within one process are seen, never served from the old read.
+    """
     resolved = data_root(root)
     key = json.dumps(
-        [task.model_dump(mode="json"), str(task._base_dir), split, str(resolved), on_error], sort_keys=True
+        [
+            task.model_dump(mode="json"),
+            str(task._base_dir),
+            split,
+            str(resolved),
+            on_error,
+            _source_digests(task, resolved),
+        ],
+        sort_keys=True,
     )
     if key not in _ROW_CACHE:
         bad: list[dict[str, Any]] = []
