@@ -42,7 +42,18 @@ def test_memo_serves_unchanged_files_without_reading_them(tmp_path):
     # The memo answers for an unchanged (path, size, mtime): prove it by planting a marker digest.
     planted = memo.replace(first, "f" * 64)
     (tmp_path / "cache" / "file_digests.json").write_text(planted)
+    fingerprint._MEMO_SOURCE = None  # as a new process would: read the memo from disk
     assert fingerprint.file_digest(path) == "f" * 64
+
+
+def test_a_folder_digest_writes_the_memo_once(tmp_path):
+    root = tmp_path / "shards"
+    root.mkdir()
+    for k in range(50):
+        (root / f"{k}.jsonl").write_text(str(k))
+    fingerprint.path_digest(root)
+    memo = (tmp_path / "cache" / "file_digests.json").read_text()
+    assert all(str((root / f"{k}.jsonl").resolve()) in memo for k in range(50))
 
 
 def test_path_digest_covers_names_and_contents_of_a_folder(tmp_path):
@@ -65,3 +76,14 @@ def test_path_digest_covers_names_and_contents_of_a_folder(tmp_path):
 
 def test_text_digest_is_unambiguous():
     assert fingerprint.text_digest("ab", "c") != fingerprint.text_digest("a", "bc")
+
+
+def test_a_same_size_rewrite_that_restores_the_mtime_is_seen(tmp_path):
+    """`cp -p` / `rsync -t` keep size and mtime; the digest must still follow the bytes."""
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(b"A" * 64)
+    first = fingerprint.file_digest(path)
+    stat = path.stat()
+    path.write_bytes(b"B" * 64)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # mtime restored; ctime moves
+    assert fingerprint.file_digest(path) != first

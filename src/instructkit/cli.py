@@ -95,7 +95,7 @@ def main() -> None:
     try:
         app(args=argv)
     except InstructkitError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("[bold red]interrupted[/]: rerun the same command to resume where it stopped")
@@ -107,6 +107,7 @@ def main() -> None:
         err_console.print(
             f"[bold red]error:[/] {type(exc).__name__}: {exc} (at {where}); rerun with --debug for the traceback",
             highlight=False,
+            soft_wrap=True,
         )
         sys.exit(1)
 

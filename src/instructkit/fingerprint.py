@@ -1,7 +1,7 @@
 """Content fingerprints of files and folders, so caches key on what data *is*, not where it lives.
 
 A file's sha256 is computed once and remembered in a small JSON memo keyed by (resolved path,
-size, mtime_ns): re-fingerprinting an unchanged 16 GB checkpoint costs a `stat`, and any write
+size, mtime, ctime, inode): re-fingerprinting an unchanged 16 GB checkpoint costs a `stat`, and any write
 that changes size or mtime forces a fresh digest. The memo lives in the user cache folder
 (`$INSTRUCTKIT_CACHE`, else `~/.cache/instructkit`), never beside read-only inputs.
 """
@@ -33,7 +33,20 @@ def _memo_path() -> Path:
     return cache_dir() / "file_digests.json"
 
 
+_MEMO: dict[str, dict] = {}
+_MEMO_SOURCE: Path | None = None  # the memo file _MEMO was read from
+_DIRTY = False  # entries computed but not yet saved
+
+
 def _load_memo() -> dict[str, dict]:
+    """The memo, read from disk once per process and cache folder (entries merge on save)."""
+    global _MEMO, _MEMO_SOURCE
+    if _memo_path() != _MEMO_SOURCE:
+        _MEMO, _MEMO_SOURCE = _read_memo_file(), _memo_path()
+    return _MEMO
+
+
+def _read_memo_file() -> dict[str, dict]:
     try:
         return json.loads(_memo_path().read_text())
     except (OSError, ValueError):
@@ -41,10 +54,13 @@ def _load_memo() -> dict[str, dict]:
 
 
 def _save_memo(memo: dict[str, dict]) -> None:
+    global _DIRTY
+    _DIRTY = False
     path = _memo_path()
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     try:
-        tmp.write_text(json.dumps(memo))
+        merged = {**_read_memo_file(), **memo}
+        tmp.write_text(json.dumps(merged))
         os.replace(tmp, path)
     except OSError:  # a read-only cache folder costs speed, never correctness
         tmp.unlink(missing_ok=True)
@@ -58,21 +74,39 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def file_digest(path: str | Path) -> str:
-    """sha256 of a file's bytes, memoized by (resolved path, size, mtime_ns)."""
+def _cached_digest(resolved: Path, stat: os.stat_result) -> str | None:
+    entry = _load_memo().get(str(resolved))
+    if entry and entry.get("stat") == _stat_key(stat):
+        return entry["sha256"]
+    return None
+
+
+def _stat_key(stat: os.stat_result) -> list[int]:
+    """What must be unchanged for a remembered digest to hold: size, mtime, ctime and inode.
+
+    ctime catches a same-size rewrite that restored the mtime (`cp -p`, `rsync -t`); the inode a
+    file replaced by another one.
+    """
+    return [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
+
+
+def file_digest(path: str | Path, save: bool = True) -> str:
+    """sha256 of a file's bytes, memoized by (resolved path, size, mtime, ctime, inode)."""
     resolved = Path(path).resolve()
     stat = resolved.stat()
-    key = str(resolved)
     with _LOCK:
-        memo = _load_memo()
-        entry = memo.get(key)
-        if entry and entry.get("size") == stat.st_size and entry.get("mtime_ns") == stat.st_mtime_ns:
-            return entry["sha256"]
+        cached = _cached_digest(resolved, stat)
+    if cached is not None:
+        return cached
     digest = _sha256(resolved)
     with _LOCK:
         memo = _load_memo()
-        memo[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
-        _save_memo(memo)
+        memo[str(resolved)] = {"stat": _stat_key(stat), "sha256": digest}
+        if save:
+            _save_memo(memo)
+        else:
+            global _DIRTY
+            _DIRTY = True
     return digest
 
 
@@ -95,7 +129,10 @@ def path_digest(path: str | Path, exclude: Iterable[str] = ()) -> str:
         relative = file.relative_to(root).as_posix()
         if relative in skip or relative.split("/", 1)[0] in skip:
             continue
-        combined.update(relative.encode() + b"\0" + file_digest(file).encode() + b"\n")
+        combined.update(relative.encode() + b"\0" + file_digest(file, save=False).encode() + b"\n")
+    if _DIRTY:  # one write for the whole folder, not one per file
+        with _LOCK:
+            _save_memo(_load_memo())
     return combined.hexdigest()
 
 
