@@ -36,7 +36,12 @@ def run_cmd(
     prompt_style: str = typer.Option("base", help="base | chat | chat_multiturn"),
     backend: str = typer.Option("hf", help="hf | vllm | openai"),
     served_model: str = typer.Option("", help="model name sent to an OpenAI-compatible endpoint"),
-    batch_size: int = typer.Option(16, help="rows per forward pass (scores do not depend on it)"),
+    batch_size: int = typer.Option(
+        16, help="rows per forward pass (log-likelihoods move only by float rounding: docs/evaluation.md)"
+    ),
+    deterministic: bool = typer.Option(
+        False, help="hf only: bit-identical results for any batch size (runs each request alone; slower)"
+    ),
     limit: int = typer.Option(None, help="first N examples per task"),
     seed: int = typer.Option(0),
     allow_code_execution: bool = typer.Option(False, help="run generated code against tests (HumanEval)"),
@@ -54,19 +59,23 @@ def run_cmd(
         prompt_style=prompt_style,
         limit=limit,
         batch_size=batch_size,
+        deterministic=deterministic,
         seed=seed,  # type: ignore[arg-type]
         allow_code_execution=allow_code_execution,
     )
-    results = evaluate(_backend(backend, model, served_model, batch_size), config=config, out_dir=out)
+    engine = _backend(backend, model, served_model, batch_size, deterministic)
+    results = evaluate(engine, config=config, out_dir=out)
     console.print(markdown_table([dict(results, _dir=str(out))]))
     console.print(f"results: {out / 'results.json'}")
 
 
-def _backend(kind: str, model: str, served_model: str, batch_size: int):
+def _backend(kind: str, model: str, served_model: str, batch_size: int, deterministic: bool = False):
+    if deterministic and kind != "hf":
+        raise InstructkitError(f"--deterministic is supported by --backend hf only, not {kind!r}")
     if kind == "hf":
         from .backends.hf import HFBackend
 
-        return HFBackend.from_pretrained(model, batch_size=batch_size)
+        return HFBackend.from_pretrained(model, batch_size=batch_size, deterministic=deterministic)
     if kind == "vllm":
         from .backends.vllm import VLLMBackend
 
@@ -96,15 +105,14 @@ def report_cmd(
 def compare_cmd(
     a: Path = typer.Argument(..., help="baseline run"),
     b: Path = typer.Argument(..., help="new run"),
-    out: Path = typer.Option(None, help="also write the table as Markdown here"),
+    out: Path = typer.Option(None, help="also write the comparison as Markdown here, and as HTML beside it"),
 ) -> None:
-    """Per-task deltas B − A with 95% bootstrap intervals (paired on shared examples)."""
-    from .report import compare, compare_markdown
+    """Per-task and per-group deltas B − A with 95% intervals and a paired test on shared rows."""
+    from .report import compare, compare_groups, compare_markdown, write_compare
 
-    table = compare_markdown(compare(a, b), a.name, b.name)
-    console.print(table)
+    console.print(compare_markdown(compare(a, b), a.name, b.name, groups=compare_groups(a, b)))
     if out:
-        out.write_text(table, encoding="utf-8")
+        console.print(f"report: {', '.join(str(p) for p in write_compare(a, b, out))}")
 
 
 @eval_app.command("judge")

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import InstructkitError
 from .backends.base import Backend
 from .cache import CachedBackend, RequestCache
 from .metrics import bootstrap_ci, macro_average, mean, normalized_score
@@ -33,6 +34,7 @@ class EvalConfig:
     limit: int | None = None  # first N docs per task (quick runs)
     batch_size: int = 16
     max_batch_tokens: int | None = None
+    deterministic: bool = False  # bit-identical results for any batch size (each request alone; slower)
     seed: int = 0
     use_cache: bool = True
     allow_code_execution: bool = False
@@ -75,12 +77,20 @@ def make_backend(model: Any, tokenizer: Any, config: EvalConfig) -> Backend:
     from .backends.hf import HFBackend
 
     if isinstance(model, Backend):
+        if config.deterministic and not getattr(model, "deterministic", False):
+            raise InstructkitError(
+                f"deterministic evaluation needs a backend built with deterministic=True; "
+                f"{type(model).__name__} was not (only the hf backend supports it)"
+            )
         return model
+    sizes = {
+        "batch_size": config.batch_size,
+        "max_batch_tokens": config.max_batch_tokens,
+        "deterministic": config.deterministic,
+    }
     if isinstance(model, (str, Path)):
-        return HFBackend.from_pretrained(
-            str(model), batch_size=config.batch_size, max_batch_tokens=config.max_batch_tokens
-        )
-    return HFBackend(model, tokenizer, batch_size=config.batch_size, max_batch_tokens=config.max_batch_tokens)
+        return HFBackend.from_pretrained(str(model), **sizes)
+    return HFBackend(model, tokenizer, **sizes)
 
 
 def run_tasks(

@@ -9,19 +9,28 @@ continuation's tokens are those of tokenize(context + continuation) beyond token
 
 Generation: prompts are left-padded and prefilled once; `n` samples copy the prompt's cache, then
 decode token by token, each row stopping at EOS, a stop sequence or the token limit.
+
+Batch size and padding change the shapes of the matrix products, hence the order of float reductions:
+by default log-likelihoods differ across batch sizes by float32 rounding (docs/evaluation.md states
+the measured bound; predictions do not change). With `deterministic=True` every request runs with
+shapes that depend on that request alone (its context as one row, then its continuation on that
+context's KV cache; each generation request as its own batch), so results are bit-identical for any
+batch size, request order or resumed run on the same device, dtype and library versions.
 """
 
 from __future__ import annotations
 
-import hashlib
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from ...fingerprint import text_digest
 from ..requests import GenerationRequest, Loglikelihood, LoglikelihoodRequest, Sample
 from .base import Backend, cut_at_stop
+from .model_identity import source_digest, state_dict_digest, tokenizer_digest
 
 # Run a context once and reuse its KV cache only when that skips at least this share of the tokens
 # (short contexts with long choices, like PIQA, are faster as plain full rows).
@@ -41,7 +50,12 @@ class _Unit:
 
 
 class HFBackend(Backend):
-    """A transformers causal LM and its tokenizer; `batch_size` bounds rows per forward pass."""
+    """A transformers causal LM and its tokenizer; `batch_size` bounds rows per forward pass.
+
+    `deterministic=True` trades batching for bit-identical results whatever the batch size.
+    `source` (set by from_pretrained) is the folder or hub id the weights came from: the fingerprint then
+    digests its files (memoized) instead of the in-memory weights.
+    """
 
     def __init__(
         self,
@@ -50,10 +64,15 @@ class HFBackend(Backend):
         batch_size: int = 16,
         max_batch_tokens: int | None = None,
         max_length: int | None = None,
+        deterministic: bool = False,
+        source: str | None = None,
     ):
         self.model, self.tokenizer = model, tokenizer
         self.batch_size = max(1, batch_size)
         self.max_batch_tokens = max_batch_tokens
+        self.deterministic = deterministic
+        self.source = source
+        self._fingerprint: str | None = None
         self.max_length = max_length or getattr(model.config, "max_position_embeddings", 2048)
         self.device = next(model.parameters()).device
         self.pad_id = _first_not_none(tokenizer.pad_token_id, tokenizer.eos_token_id, 0)
@@ -68,17 +87,25 @@ class HFBackend(Backend):
         torch_dtype = torch.float32 if dtype == "float32" else getattr(torch, dtype, "auto")
         model = load_causal_lm(path, dtype=torch_dtype).eval()
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        backend = cls(model.to(device), load_tokenizer(path), **kwargs)
-        backend.source = path
-        return backend
+        return cls(model.to(device), load_tokenizer(path), source=path, **kwargs)
 
     def fingerprint(self) -> str:
-        """Model name/config hash plus dtype: results cached for one model never answer for another."""
-        cfg = self.model.config.to_json_string(use_diff=False)
-        name = getattr(self, "source", None) or getattr(self.model, "name_or_path", "")
-        head = next(self.model.parameters()).detach().flatten()[:64].float().cpu().numpy().tobytes()
-        digest = hashlib.sha256(cfg.encode() + head + str(len(self.tokenizer)).encode()).hexdigest()[:16]
-        return f"hf:{name}:{digest}:{next(self.model.parameters()).dtype}"
+        """Identity of everything that decides a result: weights (all of them), adapter, tokenizer, chat
+        template, config, dtype, device kind, context limit and mode. Computed once per backend."""
+        if self._fingerprint is None:
+            weights = (source_digest(self.source) if self.source else None) or state_dict_digest(self.model)
+            dtype = str(next(self.model.parameters()).dtype).removeprefix("torch.")
+            mode = "deterministic" if self.deterministic else "batched"
+            digest = text_digest(
+                weights,
+                tokenizer_digest(self.tokenizer),
+                self.model.config.to_json_string(use_diff=False),
+                str(getattr(self.model.config, "_attn_implementation", None)),
+                f"{dtype}:{self.device.type}:{self.max_length}:{mode}",
+            )
+            name = self.source or getattr(self.model, "name_or_path", "") or type(self.model).__name__
+            self._fingerprint = f"hf:{name}:{dtype}:{self.device.type}:{mode}:{digest[:32]}"
+        return self._fingerprint
 
     # ---- tokenisation (lm-eval's conventions) ----
 
@@ -105,17 +132,47 @@ class HFBackend(Backend):
     @torch.inference_mode()
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[Loglikelihood]:
         """Score every request; each distinct context is run once per batch it appears in."""
+        if self.deterministic:
+            return self._score_alone(requests)
         results: list[Loglikelihood | None] = [None] * len(requests)
         for batch in self._batches(self._units(requests)):
             for index, result in self._score_batch(batch):
                 results[index] = result
         return results  # type: ignore[return-value]
 
+    def _pair(self, req: LoglikelihoodRequest) -> tuple[list[int], list[int]]:
+        """Context and continuation ids, the context left-truncated to fit `max_length` like lm-eval."""
+        ctx, cont = self.encode_pair(req.context, req.continuation)
+        return ctx[-max(1, self.max_length - len(cont)) :], cont
+
+    def _score_alone(self, requests: Sequence[LoglikelihoodRequest]) -> list[Loglikelihood]:
+        """Deterministic mode: each context runs as one unpadded row, then each of its continuations
+        runs on a copy of its KV cache, so every shape depends on one request only.
+
+        A copy rather than `crop`: sliding-window caches forget context tokens and cannot be cropped back.
+        """
+        groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
+        for i, req in enumerate(requests):
+            ctx, cont = self._pair(req)
+            groups.setdefault(tuple(ctx), []).append((i, cont))
+        results: list[Loglikelihood | None] = [None] * len(requests)
+        for ctx, members in groups.items():
+            out = self.model(input_ids=torch.tensor([ctx], device=self.device), use_cache=True)
+            last, cache = out.logits[0, -1:].float(), out.past_key_values
+            for n, (i, cont) in enumerate(members):
+                logits = [last]
+                if len(cont) > 1:
+                    own = cache if n == len(members) - 1 else copy.deepcopy(cache)
+                    tail_ids = torch.tensor([cont[:-1]], device=self.device)
+                    tail = self.model(input_ids=tail_ids, past_key_values=own, use_cache=True)
+                    logits.append(tail.logits[0].float())
+                results[i] = _continuation_score(torch.cat(logits), cont)
+        return results  # type: ignore[return-value]
+
     def _units(self, requests: Sequence[LoglikelihoodRequest]) -> list[_Unit]:
         groups: dict[tuple[int, ...], _Unit] = {}
         for i, req in enumerate(requests):
-            ctx, cont = self.encode_pair(req.context, req.continuation)
-            ctx = ctx[-max(1, self.max_length - len(cont)) :]  # left-truncate like lm-eval
+            ctx, cont = self._pair(req)
             unit = groups.setdefault(tuple(ctx), _Unit(list(ctx)))
             unit.conts.append(cont)
             unit.indices.append(i)
@@ -211,8 +268,12 @@ class HFBackend(Backend):
     def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Sample]]:
         """Decode every request; batches hold up to `batch_size` sample rows, longest prompts first."""
         encoded = [self.encode(r.prompt) for r in requests]
-        order = sorted(range(len(requests)), key=lambda i: (-len(encoded[i]), i))
         results: list[list[Sample]] = [[] for _ in requests]
+        if self.deterministic:  # each request alone: its n rows share one unpadded prompt
+            for i, req in enumerate(requests):
+                self._generate_batch([req], [encoded[i]], results, [i])
+            return results
+        order = sorted(range(len(requests)), key=lambda i: (-len(encoded[i]), i))
         batch: list[int] = []
         for i in order:
             if batch and sum(requests[j].n for j in batch) + requests[i].n > self.batch_size:

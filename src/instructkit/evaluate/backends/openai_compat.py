@@ -37,6 +37,8 @@ class OpenAICompatBackend(Backend):
         self.concurrency, self.timeout, self.tokenizer = concurrency, timeout, tokenizer
 
     def fingerprint(self) -> str:
+        """URL, model name and mode: a remote model cannot be digested by content, so after a server
+        swaps the weights behind the same name, evaluate into a new run directory."""
         return f"openai:{self.base_url}:{self.model}:{'chat' if self.chat else 'completions'}"
 
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[Loglikelihood]:

@@ -10,8 +10,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from ...errors import InstructkitError
+from ...fingerprint import text_digest
 from ..requests import GenerationRequest, Loglikelihood, LoglikelihoodRequest, Sample
 from .base import Backend, cut_at_stop
+from .model_identity import source_digest, tokenizer_digest
 
 
 class VLLMBackend(Backend):
@@ -25,7 +27,8 @@ class VLLMBackend(Backend):
                 "the vLLM backend needs the 'vllm' package and a GPU: "
                 "pip install 'instructkit[gpu]' (or use --backend hf)"
             ) from exc
-        self.name = model
+        self.name, self.dtype = model, dtype
+        self._fingerprint: str | None = None
         self.llm = LLM(
             model=model,
             dtype=dtype,
@@ -37,7 +40,17 @@ class VLLMBackend(Backend):
         self.tokenizer = self.llm.get_tokenizer()
 
     def fingerprint(self) -> str:
-        return f"vllm:{self.name}"
+        """The model folder's files (or the cached hub snapshot's commit), tokenizer, chat template, dtype."""
+        if self._fingerprint is None:
+            weights = source_digest(self.name)
+            if weights is None:
+                raise InstructkitError(
+                    f"cannot identify the content of {self.name!r} (neither a local folder nor a cached "
+                    "hub snapshot), so cached results could be stale: pass a local model folder"
+                )
+            digest = text_digest(weights, tokenizer_digest(self.tokenizer), self.dtype)
+            self._fingerprint = f"vllm:{self.name}:{self.dtype}:{digest[:32]}"
+        return self._fingerprint
 
     def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         spaces = len(context) - len(context.rstrip())
