@@ -1,40 +1,61 @@
-"""The run report: loss curve, base vs tuned per eval set and task, normalized averages, in Markdown + PNG.
+"""The run report: recipe, data statistics, loss curve, base vs tuned per eval set and task with 95%
+intervals and paired tests, in Markdown (report.md + PNG charts) and one self-contained report.html.
 
-The text says plainly what improved and what did not; the numbers are whatever the run measured.
+The text says what changed and whether a paired test over the same rows calls it significant; the
+numbers are whatever the run measured.
 """
 
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from .evaluate import significance as sig
+from .evaluate.report import load_run
+from .html_report import Section, Table, render_markdown, write_html
+
 SECTIONS = (
     "Summary",
+    "Artifacts",
+    "Recipe",
+    "Data",
     "Training",
     "Evaluation by set",
     "Evaluation by task",
     "What improved and what did not",
 )
-IMPROVED_MARGIN = 2.0  # normalized points; smaller differences are reported as unchanged
+# The page leads with what the run measured; the Markdown keeps the verdicts last, where `run` prints them.
+HTML_ORDER = (
+    "Summary",
+    "Evaluation by set",
+    "What improved and what did not",
+    "Evaluation by task",
+    "Training",
+    "Data",
+    "Recipe",
+    "Artifacts",
+)
+UNIT = "normalized points"
 
 
 def write_run_report(recipe, inputs: dict[str, Path], out: Path) -> Path:
-    """Write report.md and charts into `out` (and a copy of report.md at the run root)."""
-    tuned = _results(inputs["eval-tuned"])
-    base = _results(inputs["eval-base"]) if "eval-base" in inputs else None
+    """Write report.md, report.html and charts into `out`, and copies of both pages at the run root."""
+    root = out.parent
+    tuned = load_run(inputs["eval-tuned"])
+    base = load_run(inputs["eval-base"]) if "eval-base" in inputs else None
     losses = _losses(inputs["train"] / "metrics.jsonl")
-    charts = _charts(out, losses, base, tuned)
-    text = render_report(recipe.name, recipe.description, losses, base, tuned, charts)
-    path = out / "report.md"
-    path.write_text(text, encoding="utf-8")
-    (out.parent / "report.md").write_text(text.replace("](", "](report/"), encoding="utf-8")
-    return path
-
-
-def _results(stage_dir: Path) -> dict[str, Any]:
-    return json.loads((stage_dir / "results.json").read_text())
+    sets, tasks = set_rows(base, tuned), task_rows(base, tuned)
+    charts = _charts(out, losses, sets, tasks)
+    sections = build_sections(recipe, root, losses, base, tuned, sets, tasks, charts)
+    title = f"Run report: {recipe.name}"
+    for folder in (out, root):
+        (folder / "report.md").write_text(render_markdown(title, sections, recipe.description, folder))
+        page = sorted(sections, key=lambda s: HTML_ORDER.index(s.title))
+        write_html(folder / "report.html", title, page, recipe.description.strip())
+    return out / "report.md"
 
 
 def _losses(path: Path) -> list[tuple[int, float]]:
@@ -55,131 +76,268 @@ def set_scores(results: dict[str, Any]) -> dict[str, float]:
 
 def task_scores(results: dict[str, Any]) -> dict[str, tuple[float, str]]:
     """Each task's preferred metric value and name."""
-    out = {}
-    for name, t in sorted(results.get("tasks", {}).items()):
-        out[name] = (t["score"], t["metric"])
-    return out
+    return {name: (t["score"], t["metric"]) for name, t in sorted(results.get("tasks", {}).items())}
 
 
-def render_report(name: str, description: str, losses, base, tuned, charts: dict[str, str]) -> str:
-    lines = [f"# Run report: {name}", "", description.strip(), "", "## Summary", ""]
-    tuned_sets = set_scores(tuned)
-    base_sets = set_scores(base) if base else {}
-    lines.append(
-        f"- Normalized average, tuned: **{_fmt(tuned.get('normalized_average'))}**"
-        + (f" (base: {_fmt(base.get('normalized_average'))})" if base else "")
-    )
-    if losses:
-        lines.append(
-            f"- Training loss: {losses[0][1]:.3f} at step {losses[0][0]} → {losses[-1][1]:.3f} at step {losses[-1][0]}"
-        )
-    lines += ["", "## Training", ""]
-    lines += [f"![loss curve]({charts['loss']})" if "loss" in charts else "No loss was logged.", ""]
-    lines += [
-        "## Evaluation by set",
-        "",
-        "Normalized score: 100 × (score − random) / (100 − random), averaged over tasks; 0 is chance.",
-        "",
-        "| eval set | base | tuned | Δ |",
-        "|---|---:|---:|---:|",
-    ]
-    for key, value in tuned_sets.items():
-        b = base_sets.get(key)
-        lines.append(
-            f"| {key} | {_fmt(b)} | {_fmt(value)} | {_fmt(None if b is None else value - b, sign=True)} |"
-        )
-    if "sets" in charts:
-        lines += ["", f"![normalized averages]({charts['sets']})"]
-    lines += ["", "## Evaluation by task", "", "| task | metric | base | tuned |", "|---|---|---:|---:|"]
-    base_tasks = task_scores(base) if base else {}
-    for task, (score, metric) in task_scores(tuned).items():
-        b = base_tasks.get(task, (None, metric))[0]
-        lines.append(f"| {task} | {metric} | {_fmt(b)} | {_fmt(score)} |")
-    if "tasks" in charts:
-        lines += ["", f"![per task]({charts['tasks']})"]
-    lines += ["", "## What improved and what did not", ""]
-    lines += (
-        verdicts(base_sets, tuned_sets) if base else ["No base model was evaluated, so nothing is compared."]
-    )
-    return "\n".join(lines).rstrip() + "\n"
+Row = tuple[str, sig.Estimate | None, sig.Estimate, sig.Difference | None]
 
 
-def verdicts(base_sets: dict[str, float], tuned_sets: dict[str, float]) -> list[str]:
-    """One plain sentence per eval set: improved, got worse, or unchanged (within the margin)."""
-    out = []
-    for key, tuned in tuned_sets.items():
-        base = base_sets.get(key)
-        if base is None:
-            continue
-        delta = tuned - base
-        if delta >= IMPROVED_MARGIN:
-            out.append(f"- **{key}** improved by {delta:.1f} normalized points ({base:.1f} → {tuned:.1f}).")
-        elif delta <= -IMPROVED_MARGIN:
-            out.append(f"- **{key}** got worse by {-delta:.1f} normalized points ({base:.1f} → {tuned:.1f}).")
-        else:
-            out.append(
-                f"- **{key}** did not change beyond {IMPROVED_MARGIN:.0f} points ({base:.1f} → {tuned:.1f})."
+def set_rows(base: dict[str, Any] | None, tuned: dict[str, Any]) -> list[Row]:
+    """Per eval set: base and tuned normalized scores with intervals, and the paired difference."""
+    rows = []
+    for key, value in set_scores(tuned).items():
+        weights = sig.member_weights(tuned, "cluster", key)
+        b = (base or {}).get("clusters", {}).get(key)
+        rows.append(
+            (
+                key,
+                sig.estimate(base, weights, b["normalized"], True) if b else None,
+                sig.estimate(tuned, weights, value, True),
+                sig.difference(base, tuned, weights, value - b["normalized"], True) if b else None,
             )
-    return out
+        )
+    return rows
 
 
-def _fmt(value, sign: bool = False) -> str:
-    if value is None:
-        return "–"
-    return f"{value:+.1f}" if sign else f"{value:.1f}"
+def task_rows(base: dict[str, Any] | None, tuned: dict[str, Any]) -> list[Row]:
+    """Per task: base and tuned scores (preferred metric) with intervals, and the paired difference."""
+    rows = []
+    for task, summary in sorted(tuned.get("tasks", {}).items()):
+        b = (base or {}).get("tasks", {}).get(task)
+        rows.append(
+            (
+                task,
+                _stored(b) if b else None,
+                _stored(summary),
+                sig.difference(base, tuned, {task: 1.0}, summary["score"] - b["score"], False) if b else None,
+            )
+        )
+    return rows
 
 
-def _charts(out: Path, losses, base, tuned) -> dict[str, str]:
-    """PNG charts: loss curve, normalized score per eval set, per-task scores (base vs tuned)."""
+def _stored(summary: dict[str, Any]) -> sig.Estimate:
+    """A task's score with the interval the evaluation stored (bootstrap over its rows)."""
+    low, high = summary.get("ci95") or (sig.NAN, sig.NAN)
+    return sig.Estimate(summary["score"], low, high)
+
+
+def average_row(base: dict[str, Any] | None, tuned: dict[str, Any]) -> Row:
+    """The normalized average (macro over groups) of both models, with intervals and the difference."""
+    weights = sig.average_weights(tuned)
+    value = tuned.get("normalized_average", sig.NAN)
+    if base is None:
+        return ("normalized average", None, sig.estimate(tuned, weights, value, True), None)
+    b = base.get("normalized_average", sig.NAN)
+    return (
+        "normalized average",
+        sig.estimate(base, weights, b, True),
+        sig.estimate(tuned, weights, value, True),
+        sig.difference(base, tuned, weights, value - b, True),
+    )
+
+
+def comparison_table(rows: list[Row], first: str, extra: dict[str, str] | None = None) -> Table:
+    """base [CI] | tuned [CI] | Δ [CI] | paired test, one row each; significant rows marked."""
+    extra = extra or {}
+    columns = [first] + (["metric"] if extra else [])
+    columns += ["base [95% CI]", "tuned [95% CI]", "Δ [95% CI]", "paired test"]
+    table = Table(columns, [], frozenset(range(1 + bool(extra), len(columns) - 1)))
+    for key, b, t, d in rows:
+        cells = [key] + ([extra.get(key, "")] if extra else [])
+        table.rows.append(
+            cells + [sig.fmt_estimate(b), sig.fmt_estimate(t), sig.fmt_diff(d), sig.fmt_test(d)]
+        )
+        table.marks.append(sig.mark(d))
+    return table
+
+
+def verdicts(rows: list[Row]) -> list[tuple[str, str]]:
+    """One sentence per compared row: how it changed and whether the paired test calls that significant."""
+    return [
+        (key, sig.sentence(d, b.value, t.value, UNIT))
+        for key, b, t, d in rows
+        if b is not None and d is not None
+    ]
+
+
+def build_sections(
+    recipe, root: Path, losses, base, tuned, sets: list[Row], tasks: list[Row], charts: dict[str, Path]
+) -> list[Section]:
+    """The report, section by section (the same for Markdown and HTML)."""
+    average = average_row(base, tuned)
+    noise = (
+        "Intervals are 95% bootstrap intervals over the evaluated rows. A difference is called "
+        f"significant only when a paired sign-flip test over the same rows gives p < {sig.ALPHA}; "
+        "with a dozen rows per task, one row moves a task's score by several points. With few rows "
+        "that differ the bootstrap interval is too narrow; the test is exact then, and decides."
+    )
+    summary = [comparison_table([average], "score")]
+    by_set = "Normalized score: 100 × (score − random) / (100 − random), averaged over tasks; 0 is chance."
+    metric = {task: s["metric"] for task, s in tuned.get("tasks", {}).items()}
+    return [
+        Section("Summary", text=_summary_text(losses, average), tables=summary),
+        Section("Artifacts", links=_artifacts(root)),
+        Section(
+            "Recipe",
+            text=[
+                f"The recipe's command: {'; '.join(recipe.commands) or 'instructkit run'} "
+                "(overrides given with --set are applied in the YAML below)."
+            ],
+            code=yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False),
+            code_label="the recipe as run, every field resolved (YAML)",
+        ),
+        Section("Data", tables=[_data_table(root)]),
+        Section(
+            "Training",
+            text=[] if losses else ["No loss was logged."],
+            charts=[("loss curve", charts["loss"])] if "loss" in charts else [],
+        ),
+        Section(
+            "Evaluation by set",
+            text=[by_set, noise],
+            tables=[comparison_table(sets, "eval set")],
+            charts=[("normalized score by eval set", charts["sets"])],
+        ),
+        Section(
+            "Evaluation by task",
+            text=["Each task's preferred metric (0–100), not normalized."],
+            tables=[comparison_table(tasks, "task", metric)],
+            charts=[("score by task", charts["tasks"])],
+        ),
+        Section(
+            "What improved and what did not",
+            text=[] if base else ["No base model was evaluated, so nothing is compared."],
+            items=verdicts(sets),
+        ),
+    ]
+
+
+def _summary_text(losses, average: Row) -> list[str]:
+    _, b, t, d = average
+    lines = [
+        f"Normalized average, tuned: {sig.fmt_estimate(t)}"
+        + (f"; base: {sig.fmt_estimate(b)}." if b else ".")
+    ]
+    if d is not None:
+        lines.append(f"The normalized average {sig.sentence(d, b.value, t.value, UNIT)}")
+    if losses:
+        (s0, l0), (s1, l1) = losses[0], losses[-1]
+        lines.append(f"Training loss: {l0:.3f} at step {s0} → {l1:.3f} at step {s1}.")
+    return lines
+
+
+DATA_ROWS = (
+    ("mixture", "rows", "mixture rows"),
+    ("mixture", "rejected", "mixture rows rejected"),
+    ("mixture", "removed_by_decontamination", "mixture rows removed by decontamination"),
+    ("prepare", "examples_in", "rows read by prepare"),
+    ("prepare", "rejected", "rows rejected (see rejects.jsonl)"),
+    ("prepare", "dropped_overlong", "dropped: longer than max_length"),
+    ("prepare", "dropped_no_trainable", "dropped: no trained token"),
+    ("prepare", "truncated", "truncated"),
+    ("prepare", "examples_out", "examples trained on"),
+    ("prepare", "tokens", "tokens"),
+    ("prepare", "trainable_tokens", "tokens with a loss"),
+    ("prepare", "packs", "packed rows"),
+    ("prepare", "packing_efficiency", "packing efficiency (real tokens / capacity)"),
+)
+
+
+def _data_table(root: Path) -> Table:
+    """Rows, rejects, drops, tokens and packing efficiency from the stages' stats.json files."""
+    stats = {stage: _json(root / stage / "stats.json") for stage in ("mixture", "prepare")}
+    rows = []
+    for stage, key, label in DATA_ROWS:
+        value = stats[stage].get(key)
+        if value is not None:
+            rows.append([stage, label, f"{value:.1%}" if key == "packing_efficiency" else f"{value:,}"])
+    if stats["mixture"].get("tasks"):
+        clusters = sorted({t["cluster"] for t in stats["mixture"]["tasks"].values()})
+        held = ", ".join(stats["mixture"].get("holdout_clusters", [])) or "none"
+        rows.insert(1, ["mixture", "tasks / clusters", f"{len(stats['mixture']['tasks'])} / {len(clusters)}"])
+        rows.insert(2, ["mixture", "held-out clusters", held])
+    return Table(["stage", "quantity", "value"], rows, frozenset({2}))
+
+
+def _json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+ARTIFACTS = (
+    ("mixture statistics", "mixture/stats.json"),
+    ("mixture rejects", "mixture/rejects.jsonl"),
+    ("prepared data statistics", "prepare/stats.json"),
+    ("prepare rejects", "prepare/rejects.jsonl"),
+    ("training log (metrics.jsonl)", "train/metrics.jsonl"),
+    ("trained model", "train"),
+    ("base model results", "eval-base/results.json"),
+    ("base model per-row outputs", "eval-base/samples"),
+    ("tuned model results", "eval-tuned/results.json"),
+    ("tuned model per-row outputs", "eval-tuned/samples"),
+    ("charts", "report"),
+)
+
+
+def _artifacts(root: Path) -> list[tuple[str, Path]]:
+    """Links to the files the run wrote (only those that exist)."""
+    return [(label, root / rel) for label, rel in ARTIFACTS if (root / rel).exists()]
+
+
+def _charts(out: Path, losses, sets: list[Row], tasks: list[Row]) -> dict[str, Path]:
+    """PNG charts: loss curve, normalized score per eval set and score per task, with 95% intervals."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    charts: dict[str, str] = {}
+    charts: dict[str, Path] = {}
     if losses:
         fig, ax = plt.subplots(figsize=(6, 3.5))
         ax.plot([s for s, _ in losses], [v for _, v in losses])
         ax.set(xlabel="optimizer step", ylabel="training loss", title="Training loss")
         charts["loss"] = _save(fig, out / "loss.png")
-    charts["sets"] = _bars(
-        plt,
-        out / "sets.png",
-        set_scores(base) if base else {},
-        set_scores(tuned),
-        "Normalized score by eval set",
-    )
-    per_task = defaultdict(dict)
-    for which, results in (("base", base), ("tuned", tuned)):
-        for task, (score, _) in task_scores(results or {}).items():
-            per_task[which][task] = score
-    charts["tasks"] = _bars(
-        plt,
-        out / "tasks.png",
-        per_task.get("base", {}),
-        per_task.get("tuned", {}),
-        "Score by task (preferred metric)",
-    )
+    charts["sets"] = _bars(plt, out / "sets.png", sets, "Normalized score by eval set (95% CI)")
+    charts["tasks"] = _bars(plt, out / "tasks.png", tasks, "Score by task (preferred metric, 95% CI)")
     return charts
 
 
-def _bars(plt, path: Path, base: dict[str, float], tuned: dict[str, float], title: str) -> str:
-    keys = list(tuned)
+def _bars(plt, path: Path, rows: list[Row], title: str) -> Path:
+    keys = [key for key, *_ in rows]
     fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(keys) + 2), 4))
     xs = range(len(keys))
-    if base:
-        ax.bar([x - 0.2 for x in xs], [base.get(k, 0) for k in keys], width=0.4, label="base")
-    ax.bar([x + (0.2 if base else 0) for x in xs], [tuned[k] for k in keys], width=0.4, label="tuned")
+    has_base = any(b is not None for _, b, _, _ in rows)
+    series = [("base", -0.2, [r[1] for r in rows])] if has_base else []
+    series.append(("tuned", 0.2 if has_base else 0.0, [r[2] for r in rows]))
+    for label, shift, estimates in series:
+        values = [e.value if e else 0.0 for e in estimates]
+        errors = [_error(e) for e in estimates]
+        ax.bar([x + shift for x in xs], values, width=0.4, label=label)
+        ax.errorbar(
+            [x + shift for x in xs],
+            values,
+            yerr=list(zip(*errors)) if errors else None,
+            fmt="none",
+            ecolor="black",
+            elinewidth=0.8,
+            capsize=2,
+        )
     ax.set_xticks(list(xs), keys, rotation=75, ha="right", fontsize=7)
     ax.set_title(title)
     ax.legend()
     return _save(fig, path)
 
 
-def _save(fig, path: Path) -> str:
+def _error(e: sig.Estimate | None) -> tuple[float, float]:
+    """Distances from the value down and up to the interval's ends (0 when unknown)."""
+    if e is None or e.low != e.low:
+        return (0.0, 0.0)
+    return (max(0.0, e.value - e.low), max(0.0, e.high - e.value))
+
+
+def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     import matplotlib.pyplot as plt
 
     plt.close(fig)
-    return path.name
+    return path

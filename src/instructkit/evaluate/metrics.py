@@ -1,5 +1,6 @@
 """Scores on a 0-100 scale: accuracy, exact match, token F1, AUC-ROC, pass@k, bootstrap intervals, and
-Flan 2022's normalized score, 100 × (score − random) / (100 − random), with its macro average."""
+Flan 2022's normalized score, 100 × (score − random) / (100 − random), with its macro average; a paired
+sign-flip test says whether two models' scores on the same rows differ by more than chance."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import re
 import string
 from collections import Counter
 from collections.abc import Sequence
+
+import numpy as np
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 
@@ -108,3 +111,64 @@ def normalized_score(score: float, random: float) -> float:
 def macro_average(values: Sequence[float]) -> float:
     """Mean over groups, ignoring nan entries."""
     return mean([v for v in values if not math.isnan(v)])
+
+
+def stratified_bootstrap(
+    groups: Sequence[Sequence[float]],
+    coefs: Sequence[float],
+    resamples: int = 2000,
+    seed: int = 0,
+) -> np.ndarray:
+    """Resampled values of Σ_g coefs[g] · mean(groups[g]), rows redrawn within each group.
+
+    A macro average over tasks is such a sum; drawing rows within each task keeps every task in
+    every resample, as the evaluation itself does. Pass per-row differences to get a paired bootstrap.
+    """
+    rng = np.random.default_rng(seed)
+    total = np.zeros(resamples)
+    for values, coef in zip(groups, coefs):
+        arr = np.asarray(values, dtype=float)
+        if len(arr):
+            total += coef * arr[rng.integers(0, len(arr), size=(resamples, len(arr)))].mean(axis=1)
+    return total
+
+
+def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """The central `level` percentile interval of bootstrap samples."""
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(samples, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+EXACT_FLIPS = 16  # enumerate all 2^k sign patterns up to this many non-zero differences
+
+
+def sign_flip_test(
+    differences: Sequence[Sequence[float]],
+    coefs: Sequence[float] | None = None,
+    resamples: int = 20000,
+    seed: int = 0,
+) -> float:
+    """Two-sided p-value of a paired permutation test on Σ_g coefs[g] · mean(differences[g]).
+
+    Under "no difference", each row's two scores are exchangeable, so each per-row difference is as
+    likely negated. Exact (all 2^k flips) for few non-zero rows; otherwise `resamples` random flips,
+    p = (1 + hits) / (1 + resamples). For 0/1 scores in one task this is the exact McNemar test.
+    """
+    coefs = [1.0] * len(differences) if coefs is None else coefs
+    terms = np.concatenate(
+        [np.asarray(d, dtype=float) * c / len(d) for d, c in zip(differences, coefs) if len(d)] or [[]]
+    )
+    terms = terms[np.abs(terms) > 1e-12]
+    if len(terms) == 0:
+        return 1.0
+    observed = abs(terms.sum()) - 1e-9 * np.abs(terms).sum()  # ties with the observed value count as hits
+    if len(terms) <= EXACT_FLIPS:
+        signs = 1 - 2 * ((np.arange(2 ** len(terms))[:, None] >> np.arange(len(terms))) & 1)
+        return float(np.mean(np.abs(signs @ terms) >= observed))
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for start in range(0, resamples, 2000):
+        signs = rng.choice([-1.0, 1.0], size=(min(2000, resamples - start), len(terms)))
+        hits += int(np.sum(np.abs(signs @ terms) >= observed))
+    return (1 + hits) / (1 + resamples)

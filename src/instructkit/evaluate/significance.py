@@ -1,0 +1,202 @@
+"""What is noise: 95% intervals of task scores and their macro averages, bootstrapped over the rows in
+samples/<task>.jsonl, and paired tests of B − A over the same rows. A difference is called significant
+only when the paired test gives p < ALPHA.
+
+Every aggregate the reports show (a task's score, a group's or eval set's normalized macro average,
+the normalized average) is linear in the per-row scores x (0–100) of its tasks:
+Σ_t coef_t · mean_t(x) + offset. So one stratified bootstrap and one sign-flip test serve them all.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .metrics import percentile_interval, sign_flip_test, stratified_bootstrap
+
+ALPHA = 0.05
+RESAMPLES = 2000
+NAN = float("nan")
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A score and its 95% bootstrap interval (nan bounds when the rows are not available)."""
+
+    value: float
+    low: float = NAN
+    high: float = NAN
+
+
+@dataclass(frozen=True)
+class Difference:
+    """B − A with its 95% interval and the paired test's p-value (None when the rows do not pair)."""
+
+    delta: float
+    low: float = NAN
+    high: float = NAN
+    p: float | None = None
+    rows: int = 0  # rows paired
+    note: str = ""  # why there is no test
+
+    @property
+    def significant(self) -> bool:
+        """True only when a paired test on the same rows gives p < ALPHA."""
+        return self.p is not None and self.p < ALPHA
+
+    def verdict(self) -> str:
+        """'significant', 'not significant' or 'not tested' (the word every report uses)."""
+        if self.p is None:
+            return "not tested"
+        return "significant" if self.significant else "not significant"
+
+
+def member_weights(results: dict[str, Any], key: str, value: str) -> dict[str, float]:
+    """Equal weights on the tasks whose `key` (group or cluster) is `value`: their macro average."""
+    members = [t for t, s in results.get("tasks", {}).items() if s.get(key) == value]
+    return {t: 1.0 / len(members) for t in members}
+
+
+def average_weights(results: dict[str, Any]) -> dict[str, float]:
+    """Weights of the normalized average: a macro average over groups of macro averages over tasks."""
+    groups = sorted(results.get("groups", {}))
+    weights: dict[str, float] = {}
+    for group in groups:
+        for task, w in member_weights(results, "group", group).items():
+            weights[task] = w / len(groups)
+    return weights
+
+
+def estimate(results: dict[str, Any], weights: dict[str, float], value: float, normalized: bool) -> Estimate:
+    """`value` (as results.json has it) with a stratified bootstrap interval over the tasks' rows."""
+    terms = _terms(results, weights, normalized)
+    if terms is None:
+        return Estimate(value)
+    rows, coefs, offset = terms
+    low, high = percentile_interval(stratified_bootstrap(rows, coefs, RESAMPLES) + offset)
+    return Estimate(value, low, high)
+
+
+def difference(
+    run_a: dict[str, Any], run_b: dict[str, Any], weights: dict[str, float], delta: float, normalized: bool
+) -> Difference:
+    """B − A over the weighted tasks: paired interval and sign-flip test when every task has the same
+    row ids in both runs; otherwise an unpaired interval and no test (the rows differ)."""
+    rows_a = {t: task_rows(run_a, t) for t in weights}
+    rows_b = {t: task_rows(run_b, t) for t in weights}
+    if any(rows_a[t] is None or rows_b[t] is None for t in weights) or not weights:
+        return Difference(delta, note="no per-row scores that average to the score (no samples/, or pass@k)")
+    coefs = [w * _scale(run_a, t, normalized) for t, w in weights.items()]
+    if any(set(rows_a[t]) != set(rows_b[t]) for t in weights):
+        boot_a = stratified_bootstrap([list(rows_a[t].values()) for t in weights], coefs, RESAMPLES, seed=1)
+        boot_b = stratified_bootstrap([list(rows_b[t].values()) for t in weights], coefs, RESAMPLES, seed=2)
+        low, high = percentile_interval(boot_b - boot_a)
+        return Difference(delta, low, high, note="the runs scored different rows, so they cannot be paired")
+    diffs = [[rows_b[t][i] - rows_a[t][i] for i in sorted(rows_a[t])] for t in weights]
+    low, high = percentile_interval(stratified_bootstrap(diffs, coefs, RESAMPLES))
+    p = sign_flip_test(diffs, coefs)
+    return Difference(delta, low, high, p, sum(len(d) for d in diffs))
+
+
+def task_rows(results: dict[str, Any], task: str) -> dict[str, float] | None:
+    """Per-row scores (0–100, the task's metric) by row id from samples/, or None when they are missing
+    or do not reproduce the task's score (e.g. pass@k or AUC, which are not means over rows)."""
+    summary = results.get("tasks", {}).get(task)
+    if summary is None or "_dir" not in results:
+        return None
+    path = Path(results["_dir"]) / "samples" / (task.replace("/", "__") + ".jsonl")
+    if not path.is_file():
+        return None
+    metric = summary["metric"]
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = {str(r["id"]): 100 * float(r[metric]) for r in records if metric in r}
+    if (
+        not rows
+        or len(rows) != len(records)
+        or not math.isclose(float(np.mean(list(rows.values()))), summary["score"], abs_tol=1e-6)
+    ):
+        return None
+    return rows
+
+
+def _terms(
+    results: dict[str, Any], weights: dict[str, float], normalized: bool
+) -> tuple[list[list[float]], list[float], float] | None:
+    """Rows, coefficients and offset with aggregate = Σ coef · mean(rows) + offset; None if rows miss."""
+    rows, coefs, offset = [], [], 0.0
+    for task, w in weights.items():
+        found = task_rows(results, task)
+        if found is None:
+            return None
+        scale = _scale(results, task, normalized)
+        rows.append(list(found.values()))
+        coefs.append(w * scale)
+        offset -= w * scale * results["tasks"][task]["random_baseline"] if normalized else 0.0
+    return (rows, coefs, offset) if rows else None
+
+
+def _scale(results: dict[str, Any], task: str, normalized: bool) -> float:
+    """d normalized / d score: 100 / (100 − random) (see metrics.normalized_score), or 1 for raw."""
+    return 100.0 / (100.0 - results["tasks"][task]["random_baseline"]) if normalized else 1.0
+
+
+def format_p(p: float | None) -> str:
+    """p-value as the reports print it: p<0.001, p=0.012 (p=0.0502 next to ALPHA), or – without a test."""
+    if p is None:
+        return "–"
+    if p < 0.001:
+        return "p<0.001"
+    return f"p={p:.4f}" if round(p, 3) == ALPHA else f"p={p:.3f}"  # 0.0502 must not read as 0.050
+
+
+def sentence(diff: Difference, before: float, after: float, unit: str) -> str:
+    """What B − A did, for a sentence that starts with the set's name; 'significant' only when the
+    paired test says so."""
+    span = f"({_num(before)} → {_num(after)})"
+    ci = f"95% CI of the difference [{_num(diff.low)}, {_num(diff.high)}]"
+    if diff.p is None:
+        return f"changed by {diff.delta:+.1f} {unit} {span}; not tested for significance: {diff.note}."
+    if not diff.significant:
+        return (
+            f"changed by {diff.delta:+.1f} {unit} {span}, which is not significant "
+            f"({format_p(diff.p)}; {ci})."
+        )
+    direction = "improved" if diff.delta > 0 else "got worse"
+    return f"{direction} by {abs(diff.delta):.1f} {unit} {span}: significant ({format_p(diff.p)}; {ci})."
+
+
+def fmt_estimate(e: Estimate | None) -> str:
+    """'12.3 [4.5, 20.1]', '12.3' without an interval, or '–'."""
+    if e is None:
+        return "–"
+    return _num(e.value) + ("" if math.isnan(e.low) else f" [{_num(e.low)}, {_num(e.high)}]")
+
+
+def fmt_diff(d: Difference | None) -> str:
+    """'+8.3 [-4.2, 20.8]' (the interval is paired when the rows pair), or '–'."""
+    if d is None:
+        return "–"
+    return f"{d.delta:+.1f}" + ("" if math.isnan(d.low) else f" [{_num(d.low)}, {_num(d.high)}]")
+
+
+def fmt_test(d: Difference | None) -> str:
+    """'significant (p=0.012)', 'not significant (p=0.210)', or 'not tested: why'."""
+    if d is None:
+        return "–"
+    if d.p is None:
+        return f"not tested: {d.note}" if d.note else "not tested"
+    return f"{d.verdict()} ({format_p(d.p)})"
+
+
+def mark(d: Difference | None) -> str:
+    """The row mark the HTML colours: 'up' / 'down' for a significant difference, else ''."""
+    return ("up" if d.delta > 0 else "down") if d is not None and d.significant else ""
+
+
+def _num(value: float | None) -> str:
+    return "–" if value is None or math.isnan(value) else f"{value:.1f}"
