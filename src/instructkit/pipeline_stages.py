@@ -366,6 +366,9 @@ def _template_ids(task, which: str) -> list[str]:
     return task.eval_template_ids()
 
 
+REPORT_LAYOUT = 2  # 2: report.html, intervals and paired tests
+
+
 def report_stage(recipe: Recipe) -> Stage:
     """Write report.md and charts comparing base and tuned, plus the training loss curve."""
     needs = ["train", "eval-tuned"] + (["eval-base"] if recipe.evaluate.compare_base else [])
@@ -376,4 +379,6 @@ def report_stage(recipe: Recipe) -> Stage:
         path = write_run_report(recipe, inputs, out)
         return {"report": str(path)}
 
-    return Stage("report", {"name": recipe.name}, needs, run, aliases={"name": "name"})
+    # The layout version makes runs reported before report.html existed rebuild their report once.
+    settings = {"name": recipe.name, "layout": REPORT_LAYOUT}
+    return Stage("report", settings, needs, run, aliases={"name": "name", "layout": "report layout"})
