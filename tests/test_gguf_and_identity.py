@@ -113,7 +113,10 @@ def test_identity_notes_a_different_chat_template_without_refusing(tiny_tokenize
 def test_prepare_records_the_tokenizer_identity(tmp_path, model_dir):
     out = tmp_path / "data"
     prepare(
-        PrepareConfig([write_chats(tmp_path / "c.jsonl")], str(model_dir), str(out), max_length=64), False
+        PrepareConfig(
+            sources=[write_chats(tmp_path / "c.jsonl")], tokenizer=str(model_dir), out=str(out), max_length=64
+        ),
+        False,
     )
     recorded = json.loads((out / "prepare.json").read_text())[IDENTITY_KEY]
     assert recorded == tokenizer_identity(load_tokenizer(str(out / "tokenizer")))
@@ -122,7 +125,12 @@ def test_prepare_records_the_tokenizer_identity(tmp_path, model_dir):
 
 def test_train_refuses_a_model_whose_tokenizer_differs_naming_both(tmp_path, model_dir):
     data = tmp_path / "data"
-    prepare(PrepareConfig([write_chats(tmp_path / "c.jsonl")], "tiny:nano", str(data), max_length=64), False)
+    prepare(
+        PrepareConfig(
+            sources=[write_chats(tmp_path / "c.jsonl")], tokenizer="tiny:nano", out=str(data), max_length=64
+        ),
+        False,
+    )
     config = TrainConfig(data=data, output_dir=tmp_path / "out", model=str(model_dir), progress=False)
     with pytest.raises(TokenizerMismatchError) as err:
         train(config)
@@ -132,7 +140,13 @@ def test_train_refuses_a_model_whose_tokenizer_differs_naming_both(tmp_path, mod
 def test_a_bf16_checkpoint_trains_with_fp32_weights_and_says_so(tmp_path, model_dir):
     data = tmp_path / "data"
     prepare(
-        PrepareConfig([write_chats(tmp_path / "c.jsonl")], str(model_dir), str(data), max_length=64), False
+        PrepareConfig(
+            sources=[write_chats(tmp_path / "c.jsonl")],
+            tokenizer=str(model_dir),
+            out=str(data),
+            max_length=64,
+        ),
+        False,
     )
     model, _ = load_model_and_tokenizer(str(model_dir))
     assert {p.dtype for p in model.parameters()} == {torch.float32}  # the checkpoint itself is bf16
@@ -158,11 +172,18 @@ def test_bf16_precision_is_described_as_autocast_over_fp32_master_weights(tiny_t
 def test_max_length_beyond_the_models_positions_is_refused_at_prepare_and_train(tmp_path, model_dir):
     source = write_chats(tmp_path / "c.jsonl")
     with pytest.raises(InstructkitError, match="64 positions"):
-        prepare(PrepareConfig([source], str(model_dir), str(tmp_path / "refused"), max_length=128), False)
+        prepare(
+            PrepareConfig(
+                sources=[source], tokenizer=str(model_dir), out=str(tmp_path / "refused"), max_length=128
+            ),
+            False,
+        )
     tokenizer_only = tmp_path / "tok"
     load_tokenizer(str(model_dir)).save_pretrained(tokenizer_only)  # same tokenizer, no model config
     data = tmp_path / "data"
-    prepare(PrepareConfig([source], str(tokenizer_only), str(data), max_length=128), False)
+    prepare(
+        PrepareConfig(sources=[source], tokenizer=str(tokenizer_only), out=str(data), max_length=128), False
+    )
     config = TrainConfig(data=data, output_dir=tmp_path / "out", model=str(model_dir), progress=False)
     with pytest.raises(InstructkitError, match="--max-length 128 exceeds the 64 positions"):
         train(config)

@@ -46,7 +46,7 @@ def test_every_shipped_recipe_validates_with_dry_run(path):
 def test_recipe_errors_name_file_and_field(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nmixture: {tasks: [{cluster: arithmetic}]}\nprepare: {max_lenght: 5}\n")
-    with pytest.raises(InstructkitError, match=r"bad.yaml: prepare.max_lenght: Extra inputs"):
+    with pytest.raises(InstructkitError, match=r"bad.yaml: prepare.max_lenght: unknown key; did you mean `max_length`\?"):
         load_recipe(bad)
 
 

@@ -71,7 +71,10 @@ def prepared(smollm2, tmp_path_factory):
     root = tmp_path_factory.mktemp("smol_prepare")
     source = write_jsonl(root / "chats.jsonl", CONVERSATIONS)
     out = root / "prepared"
-    prepare(PrepareConfig([source], str(smollm2.directory), str(out), max_length=128), progress=False)
+    prepare(
+        PrepareConfig(sources=[source], tokenizer=str(smollm2.directory), out=str(out), max_length=128),
+        progress=False,
+    )
     return out
 
 
@@ -153,7 +156,9 @@ def test_two_lora_steps_on_the_real_model_start_from_a_low_loss(smollm2, prepare
 def test_train_refuses_data_prepared_with_another_tokenizer(smollm2, tmp_path):
     source = write_jsonl(tmp_path / "chats.jsonl", CONVERSATIONS * 4)
     data = tmp_path / "tiny_data"
-    prepare(PrepareConfig([source], "tiny:micro", str(data), max_length=128), progress=False)
+    prepare(
+        PrepareConfig(sources=[source], tokenizer="tiny:micro", out=str(data), max_length=128), progress=False
+    )
     config = TrainConfig(
         data=data, output_dir=tmp_path / "out", model=str(smollm2.directory), method="lora", progress=False
     )

@@ -10,6 +10,7 @@ redone from scratch (training resumes from its last checkpoint). `name` cannot l
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
@@ -25,29 +26,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from . import __version__
 from .data.mixture import MixtureConfig
+from .data.prepare_config import PrepareSettings
 from .errors import InstructkitError
 from .pipeline_inputs import MISSING, UNPINNED
+from .train.config import TrainSettings
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 STAGE_FILE = "stage.json"
-
-
-class PrepareSpec(BaseModel):
-    """Settings of the prepare stage (see `instructkit data prepare --help`)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    tokenizer: str = Field(
-        "tiny:micro", description="Tokenizer path or hub id; tiny[:preset] trains a BPE on the data."
-    )
-    max_length: int = Field(512, ge=8, description="Token limit of one example and of one pack.")
-    pack: bool = Field(True, description="Pack with global best-fit decreasing.")
-    chat_template: str | None = Field(
-        None, description="Built-in name or Jinja; default the tokenizer's own."
-    )
-    loss_on: Literal["assistant", "last_assistant", "all"] = "assistant"
-    overlong: Literal["truncate", "drop", "split"] = "truncate"
-    num_proc: int = Field(1, ge=1)
 
 
 class CorpusSpec(BaseModel):
@@ -161,9 +146,12 @@ class Recipe(BaseModel):
     sources: list[str] = Field(
         default_factory=list, description="Prepared-from-files data instead of a mixture."
     )
-    prepare: PrepareSpec = Field(default_factory=PrepareSpec)
-    train: dict[str, Any] = Field(
-        default_factory=dict, description="TrainConfig fields (data/output_dir are set by the run)."
+    prepare: PrepareSettings = Field(
+        default_factory=PrepareSettings,
+        description="`instructkit data prepare` settings (sources/out set by the run).",
+    )
+    train: TrainSettings | None = Field(
+        None, description="`instructkit train` settings (data/output_dir set by the run); absent: no training."
     )
     evaluate: EvaluateSpec | None = None
     commands: list[str] = Field(
@@ -227,8 +215,15 @@ def _validate(raw: dict[str, Any], path: Path) -> Recipe:
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(_problem(e) for e in exc.errors())
         raise InstructkitError(f"{path}: {problems}") from None
+    if recipe.prepare.tokenizer is None:  # the data is tokenized for the model that trains on it
+        from .train.models import default_tokenizer
+
+        if recipe.train is None:
+            raise InstructkitError(f"{path}: prepare.tokenizer is needed when the recipe has no `train` section")
+        tokenizer = default_tokenizer(recipe.train.model)
+        recipe.prepare = recipe.prepare.model_copy(update={"tokenizer": tokenizer})
     if recipe.mixture_file:
         from .data.mixture import load_mixture_config
 
@@ -239,6 +234,39 @@ def _validate(raw: dict[str, Any], path: Path) -> Recipe:
         raise InstructkitError(f"{path}: `corpus` replaces `mixture` and `sources`; give only one")
     _check_corpus(recipe, path)
     return recipe
+
+
+def _problem(error: dict[str, Any]) -> str:
+    """One validation problem as `section.key: message`; an unknown key names the closest valid one."""
+    where = ".".join(str(p) for p in error["loc"])
+    if error["type"] != "extra_forbidden":
+        return f"{where}: {error['msg']}"
+    valid = _valid_keys(error["loc"][:-1])
+    close = difflib.get_close_matches(str(error["loc"][-1]), valid, n=1, cutoff=0.6)
+    hint = f"; did you mean `{close[0]}`?" if close else f"; valid keys: {', '.join(sorted(valid))}"
+    return f"{where}: unknown key{hint}"
+
+
+def _valid_keys(loc: tuple) -> list[str]:
+    """The field names of the recipe model found at `loc` (list indices and union tags skipped)."""
+    model: Any = Recipe
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        model = _model_of(field.annotation)
+    return list(getattr(model, "model_fields", {}))
+
+
+def _model_of(annotation: Any) -> Any:
+    """The pydantic model inside `X | None` or `list[X]`, else the annotation itself."""
+    for inner in getattr(annotation, "__args__", ()) or ():
+        found = _model_of(inner)
+        if hasattr(found, "model_fields"):
+            return found
+    return annotation
 
 
 def _check_corpus(recipe: Recipe, path: Path) -> None:
@@ -501,9 +529,9 @@ def build_pipeline(recipe: Recipe) -> Pipeline:
             stages.append(ps.synthesizer_stage(recipe))
         stages.append(ps.corpus_stage(recipe))
     stages.append(ps.prepare_stage(recipe, upstream))
-    if recipe.train:
+    if recipe.train is not None:
         stages.append(ps.train_stage(recipe))
-    if recipe.evaluate is not None and recipe.train:
+    if recipe.evaluate is not None and recipe.train is not None:
         if recipe.evaluate.compare_base:
             stages.append(ps.eval_stage(recipe, "base"))
         stages.append(ps.eval_stage(recipe, "tuned"))

@@ -139,7 +139,7 @@ def prepare_stage(recipe: Recipe, upstream: str | None) -> Stage:
         elif upstream == "corpus":  # its tokenizer: one BPE shared by every arm of an ablation
             corpus = inputs["corpus"]
             sources, fields["tokenizer"] = [str(corpus / "corpus")], str(corpus / "tokenizer")
-        cfg = PrepareConfig(sources=sources, out=str(out), seed=recipe.seed, **fields)
+        cfg = PrepareConfig(**{**fields, "sources": sources, "out": str(out)})
         stats = prepare(cfg)
         keys = ("examples_out", "tokens", "trainable_tokens", "packs", "packing_efficiency")
         return {k: stats.get(k) for k in keys}
@@ -164,14 +164,15 @@ def prepare_stage(recipe: Recipe, upstream: str | None) -> Stage:
 
 def train_stage(recipe: Recipe) -> Stage:
     """Train on the prepared rows; resumes from the stage directory's last checkpoint."""
-    settings = dict(recipe.train)
+    settings = recipe.train.model_dump(mode="json")
 
     def run(out: Path, inputs: dict[str, Path]) -> dict[str, Any]:
         from .train.config import TrainConfig
         from .train.trainer import train
 
         resume = any(out.glob("checkpoint-*"))
-        config = TrainConfig(data=inputs["prepare"], output_dir=out, resume=resume, **settings)
+        fields = {**recipe.train.model_dump(), "resume": resume}
+        config = TrainConfig(data=inputs["prepare"], output_dir=out, **fields)
         result = train(config)
         return {
             "global_step": result.global_step,
@@ -181,10 +182,10 @@ def train_stage(recipe: Recipe) -> Stage:
         }
 
     def estimate() -> str:
-        steps = settings.get("max_steps", -1)
-        return f"{steps} steps" if steps and steps > 0 else f"{settings.get('epochs', 1)} epochs"
+        steps = recipe.train.max_steps
+        return f"{steps} steps" if steps > 0 else f"{recipe.train.epochs:g} epochs"
 
-    model = settings.get("model", "tiny:micro")
+    model = recipe.train.model
     return Stage(
         "train",
         settings,
@@ -205,8 +206,8 @@ def eval_stage(recipe: Recipe, which: str) -> Stage:
     settings = {
         **spec.model_dump(mode="json"),
         "which": which,
-        "model": recipe.train.get("model", "tiny:micro"),
-        "tiny_seed": recipe.train.get("tiny_seed", 0),
+        "model": recipe.train.model,
+        "tiny_seed": recipe.train.tiny_seed,
         "holdout": _holdout(recipe),
     }
 
@@ -250,7 +251,7 @@ def _eval_inputs(recipe: Recipe, which: str) -> pin.Inputs:
     spec = recipe.evaluate
     found = {}
     if which == "base":
-        found.update(pin.reference_inputs("model", recipe.train.get("model", "tiny:micro"), "model"))
+        found.update(pin.reference_inputs("model", recipe.train.model, "model"))
     catalog_sets = [s for s in spec.sets if s.kind == "catalog"]
     if catalog_sets:
         catalog = load_catalog(recipe.mixture.catalog if recipe.mixture else None)
@@ -277,20 +278,20 @@ def _default_data_dir() -> str | None:
 
 def _load_for_eval(recipe: Recipe, which: str, inputs: dict[str, Path]):
     """The tuned model from the train stage, or the base model exactly as training started from it."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import torch
 
-    tokenizer = AutoTokenizer.from_pretrained(str(inputs["prepare"] / "tokenizer"))
-    if which == "tuned":
-        return AutoModelForCausalLM.from_pretrained(str(inputs["train"]), use_safetensors=True), tokenizer
-    model_name = recipe.train.get("model", "tiny:micro")
+    from .hub import load_causal_lm, load_tokenizer
     from .train.models import build_tiny_model, is_tiny
 
-    if is_tiny(model_name):
-        model = build_tiny_model(model_name, tokenizer, seed=recipe.train.get("tiny_seed", 0))
+    # The tokenizer the data was prepared (and the model trained) with; fp32 like training.
+    tokenizer = load_tokenizer(str(inputs["prepare"] / "tokenizer"))
+    trust = recipe.train.trust_remote_code
+    if which == "tuned":
+        model = load_causal_lm(str(inputs["train"]), trust_remote_code=trust, dtype=torch.float32)
+    elif is_tiny(recipe.train.model):
+        model = build_tiny_model(recipe.train.model, tokenizer, seed=recipe.train.tiny_seed)
     else:
-        from .hub import load_causal_lm
-
-        model = load_causal_lm(model_name, trust_remote_code=recipe.train.get("trust_remote_code", False))
+        model = load_causal_lm(recipe.train.model, trust_remote_code=trust, dtype=torch.float32)
     model.eval()
     return model, tokenizer
 

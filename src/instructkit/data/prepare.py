@@ -13,9 +13,8 @@ import shutil
 import time
 from collections import Counter
 from contextlib import closing
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import datasets
 import numpy as np
@@ -26,35 +25,15 @@ from ..errors import BadRowError, InstructkitError
 from .conversation import CONVERSATION_FEATURES, ConversationError
 from .converters import FORMATS, detect_format, to_conversations
 from .packing import pack_table
-from .rejects import OnError, RejectLog
+from .prepare_config import Overlong, PrepareConfig
+from .rejects import RejectLog
 from .sources import expand_sources, iter_source_rows
-from .tokenize import IGNORE_INDEX, ChatTokenizer, LossOn, split_row_error
+from .tokenize import IGNORE_INDEX, ChatTokenizer, split_row_error
 
-Overlong = Literal["truncate", "drop", "split"]
 KEPT_STATUSES = ["ok", "truncated", "split", "split_piece"]
 TEXT_FEATURES = datasets.Features(
     {"text": datasets.Value("string"), "source": datasets.Value("string"), "row_id": datasets.Value("int64")}
 )
-
-
-@dataclass
-class PrepareConfig:
-    sources: list[str]
-    tokenizer: str
-    out: str
-    max_length: int = 2048
-    pack: bool = False
-    chat_template: str | None = None  # built-in name, Jinja source, or None for the tokenizer's own
-    loss_on: LossOn = "assistant"
-    overlong: Overlong = "truncate"
-    format: str | None = None  # None: detect from columns
-    on_error: OnError = "raise"
-    skip_unknown_files: bool = (
-        False  # in a directory, skip (and list) files of unknown kind instead of stopping
-    )
-    num_proc: int = 1
-    trust_remote_code: bool = False
-    seed: int = 0
 
 
 DETECT_ROWS = 100  # rows that vote on a file's format, so one odd first row cannot decide it
@@ -247,6 +226,10 @@ def load_prepare_tokenizer(cfg: PrepareConfig, ds: datasets.Dataset, text: bool)
     from ..hub import load_tokenizer
     from ..train.models import is_tiny, tiny_preset, train_tiny_tokenizer
 
+    if not cfg.tokenizer:
+        raise InstructkitError(
+            "no tokenizer given: pass --tokenizer (a path, hub id, .gguf or tiny[:preset])"
+        )
     if cfg.tokenizer == "tiny" or is_tiny(cfg.tokenizer):
         preset = tiny_preset(cfg.tokenizer if is_tiny(cfg.tokenizer) else "tiny:micro")
         texts = ds["text"] if text else (m["content"] for msgs in ds["messages"] for m in msgs)
@@ -275,12 +258,13 @@ def prepare(cfg: PrepareConfig, progress: bool = True) -> dict[str, Any]:
     if len(ds) == 0:  # nothing to tokenize (every row rejected, or no data): stop with the rejects written
         _stop_empty(cfg, _empty_stats(rows_read, rejects, Counter(), skipped_files), rejects)
     text = fmt == "text"
-    if text and cfg.loss_on != "all":
-        cfg.loss_on = "all"
+    if text and cfg.loss_on != "all":  # pretraining text: every token (a copy: the caller's config stays)
+        cfg = cfg.model_copy(update={"loss_on": "all"})
     timings["read"] = time.perf_counter() - t0
 
     tokenizer = load_prepare_tokenizer(cfg, ds, text)
-    chat_tok = ChatTokenizer(tokenizer, "plain" if text and not cfg.chat_template else cfg.chat_template)
+    template = "plain" if text and not cfg.chat_template else cfg.chat_template
+    chat_tok = ChatTokenizer(tokenizer, template, control_tokens=cfg.control_tokens)
     if not text:
         tokenizer.chat_template = chat_tok.template  # train and eval render with the template masked here
     t1 = time.perf_counter()
@@ -424,7 +408,12 @@ def _write_output(
     tokenizer.save_pretrained(str(tmp / "tokenizer"))
     from ..tokenizer_identity import IDENTITY_KEY, tokenizer_identity
 
-    settings = {**asdict(cfg), "format": fmt, "packed": cfg.pack, IDENTITY_KEY: tokenizer_identity(tokenizer)}
+    settings = {
+        **cfg.model_dump(mode="json"),
+        "format": fmt,
+        "packed": cfg.pack,
+        IDENTITY_KEY: tokenizer_identity(tokenizer),
+    }
     (tmp / "prepare.json").write_text(json.dumps(settings, indent=2, default=str))
     rejects_path = rejects.write(tmp / "rejects.jsonl")
     stats["rejects_file"] = str(out / "rejects.jsonl") if rejects_path else None

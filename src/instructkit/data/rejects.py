@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from ..errors import BadRowError
-
-OnError = Literal["raise", "skip"]
+from .prepare_config import OnError
 
 
 @dataclass

@@ -58,11 +58,10 @@ from .formats import (
     render_example,
     row_options,
 )
+from .prepare_config import OnError
 from .procedural import generate
 from .procedural.rng import stable_rng
 from .templates import Template, TemplateError, check_syntax, evaluate_expression
-
-OnError = Literal["raise", "skip"]
 
 
 class TaskSource(BaseModel):

@@ -35,7 +35,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import jinja2
 
@@ -43,9 +43,8 @@ from ..errors import InstructkitError, TemplateMaskError
 from ..sandbox import DEFAULT_LIMITS, Limits
 from .chat_templates import BUILTIN_TEMPLATES, ChatTemplate
 from .conversation import TOOL_ROLES, TOOLS_UNSUPPORTED
+from .prepare_config import ControlTokens, LossOn
 
-LossOn = Literal["assistant", "last_assistant", "all"]
-ControlTokens = Literal["text", "refuse"]
 IGNORE_INDEX = -100
 Chat = list[dict[str, Any]]
 

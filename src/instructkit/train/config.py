@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .models import is_tiny
 
@@ -48,19 +48,19 @@ TINY_LEARNING_RATE = 1e-3
 HF_OPTIM = {"adamw": "adamw_torch", "adafactor": "adafactor"}
 
 
-class TrainConfig(BaseModel):
-    """One training run: data, model, objective, adapters, optimisation, checkpoints and logging."""
+class TrainSettings(BaseModel):
+    """How to train: model, objective, adapters, optimisation, checkpoints and logging (a recipe's `train:`)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    # --- what to train on / what to train ---
-    data: Path = Field(description="Directory written by `instructkit data prepare` (save_to_disk).")
-    output_dir: Path = Field(description="Checkpoints, final model, metrics.jsonl, model card.")
+    # --- what to train ---
     model: str = Field("tiny:micro", description="Hub id, local path, or tiny:<nano|micro|small|base>.")
     objective: Objective = Field("sft", description="sft: loss where labels say; pretrain: every token.")
     trust_remote_code: bool = Field(False, description="Allow model code from the hub (off unless asked).")
     attn_implementation: str | None = Field(
-        None, description="None picks flash_attention_2 on GPU when installed, else sdpa."
+        None,
+        description="None picks flash_attention_2 on GPU when installed, else instructkit_docs "
+        "(per-document attention) for packed data and sdpa for padded data.",
     )
     tiny_seed: int = Field(0, description="Initialisation seed of a tiny: model.")
 
@@ -72,6 +72,15 @@ class TrainConfig(BaseModel):
     lora_target_modules: list[str] | Literal["all-linear"] = Field(
         "all-linear", description="Module names to adapt, or all-linear (every Linear except the LM head)."
     )
+
+    @field_validator("lora_target_modules", mode="before")
+    @classmethod
+    def _split_modules(cls, value: object) -> object:
+        """`q_proj,v_proj` (as typed on a command line) is a list of module names."""
+        if isinstance(value, str) and value != "all-linear":
+            return [m.strip() for m in value.split(",") if m.strip()]
+        return value
+
     merge_lora: bool = Field(False, description="Save the merged full model instead of adapters only.")
 
     # --- optimisation ---
@@ -105,7 +114,7 @@ class TrainConfig(BaseModel):
     dataloader_num_workers: int = Field(0, ge=0, description="Workers loading batches.")
 
     @model_validator(mode="after")
-    def _check(self) -> TrainConfig:
+    def _check(self) -> TrainSettings:
         if self.merge_lora and self.method == "full":
             raise ValueError("merge_lora needs method lora or qlora")
         if self.resume and self.overwrite:
@@ -123,3 +132,10 @@ class TrainConfig(BaseModel):
             warmup_ratio=base.warmup_ratio if self.warmup_ratio is None else self.warmup_ratio,
             weight_decay=base.weight_decay if self.weight_decay is None else self.weight_decay,
         )
+
+
+class TrainConfig(TrainSettings):
+    """One training run: the settings plus the prepared data it reads and the folder it writes."""
+
+    data: Path = Field(description="Directory written by `instructkit data prepare` (save_to_disk).")
+    output_dir: Path = Field(description="Checkpoints, final model, metrics.jsonl, model card.")
