@@ -91,7 +91,7 @@ def sources_inputs(sources: Iterable[str]) -> Inputs:
 
 def task_inputs(tasks: Iterable[Task], root: str | Path | None) -> Inputs:
     """Each task's YAML file and the data it reads (local files by content, hub ids by revision)."""
-    from .data.tasks import _resolve_files, data_root
+    from .data.tasks import data_root, resolve_files
 
     resolved_root = data_root(root)
     out: Inputs = {}
@@ -103,7 +103,7 @@ def task_inputs(tasks: Iterable[Task], root: str | Path | None) -> Inputs:
                 out[f"hub dataset {source.hub}"] = hub_digest(source.hub, "dataset")
             elif source.files:
                 try:
-                    files = _resolve_files(task, source, resolved_root)
+                    files = resolve_files(task, source, resolved_root)
                 except InstructkitError:
                     out[f"task {task.name} files {', '.join(source.files)}"] = MISSING
                     continue

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from .templates import Template, referenced_fields, render_text
 
 if TYPE_CHECKING:
-    from .tasks import Task
+    from .tasks.schema import Task
 
 ZERO_SHOT, FEW_SHOT, COT, FEW_SHOT_COT = "zero_shot", "few_shot", "cot", "few_shot_cot"
 COT_TRIGGER = "Let's think step by step."

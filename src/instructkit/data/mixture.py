@@ -28,8 +28,9 @@ from ..errors import InstructkitError
 from .conversation import CONVERSATION_FEATURES
 from .decontaminate import DecontaminateSpec, EvalIndex
 from .formats import FormatMix
+from .prepare_config import OnError
 from .procedural.rng import stable_rng
-from .tasks import OnError, Task, load_catalog, render_training_example, select_tasks, task_rows
+from .tasks import Task, load_catalog, render_training_example, select_tasks, task_rows
 
 # Flan 2022 sub-mixtures: (weight, per-task example cap), from the Flan Collection release.
 FLAN2022_PRESETS: dict[str, tuple[float, int]] = {
