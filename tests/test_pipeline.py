@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from instructkit.cli import app
 from instructkit.errors import InstructkitError
-from instructkit.pipeline import RECIPES_DIR, build_pipeline, load_recipe
+from instructkit.pipeline import build_pipeline
+from instructkit.recipe import RECIPES_DIR, load_recipe
 from instructkit.report import SECTIONS
 
 SMALL = {
@@ -46,7 +47,9 @@ def test_every_shipped_recipe_validates_with_dry_run(path):
 def test_recipe_errors_name_file_and_field(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nmixture: {tasks: [{cluster: arithmetic}]}\nprepare: {max_lenght: 5}\n")
-    with pytest.raises(InstructkitError, match=r"bad.yaml: prepare.max_lenght: unknown key; did you mean `max_length`\?"):
+    with pytest.raises(
+        InstructkitError, match=r"bad.yaml: prepare.max_lenght: unknown key; did you mean `max_length`\?"
+    ):
         load_recipe(bad)
 
 

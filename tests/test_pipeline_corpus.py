@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from instructkit.errors import InstructkitError
-from instructkit.pipeline import build_pipeline, load_recipe
+from instructkit.pipeline import build_pipeline
+from instructkit.recipe import load_recipe
 
 RECIPE = "src/instructkit/recipes/ablations/instruction_pretrain.yaml"
 TINY = {

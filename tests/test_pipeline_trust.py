@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from instructkit import pipeline_cli
 from instructkit.cli import app
 from instructkit.errors import InstructkitError
-from instructkit.pipeline import Recipe, build_pipeline, load_recipe, run_root
+from instructkit.pipeline import build_pipeline
+from instructkit.recipe import Recipe, load_recipe, run_root
 
 SOURCES_RECIPE = """\
 name: trust

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from _report_runs import BASE, TUNED, flips, write_eval_run, write_pipeline_run
 from instructkit.cli import app
 from instructkit.evaluate.report import write_report
-from instructkit.pipeline import load_recipe
+from instructkit.recipe import load_recipe
 from instructkit.report import write_run_report
 
 CHROMIUM = Path("/usr/bin/chromium")

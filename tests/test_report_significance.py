@@ -11,7 +11,7 @@ from _report_runs import BASE, TUNED, flips, write_eval_run, write_pipeline_run
 from instructkit.evaluate import significance as sig
 from instructkit.evaluate.metrics import sign_flip_test
 from instructkit.evaluate.report import compare, compare_groups, compare_markdown, load_run, markdown_table
-from instructkit.pipeline import load_recipe
+from instructkit.recipe import load_recipe
 from instructkit.report import write_run_report
 
 

@@ -22,7 +22,8 @@ def run_command(
     ),
 ) -> None:
     """Run the stages a recipe names; finished stages with unchanged settings are skipped."""
-    from .pipeline import build_pipeline, load_recipe
+    from .pipeline import build_pipeline
+    from .recipe import load_recipe
 
     parsed = dict(_split_override(o) for o in overrides)
     loaded, path = load_recipe(recipe, parsed)

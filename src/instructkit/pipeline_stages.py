@@ -7,7 +7,8 @@ from typing import Any
 
 from . import pipeline_inputs as pin
 from .errors import InstructkitError
-from .pipeline import Recipe, Stage
+from .recipe import Recipe
+from .stage import Stage
 
 
 def mixture_stage(recipe: Recipe) -> Stage:

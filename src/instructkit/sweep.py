@@ -7,7 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .pipeline import STAGE_FILE, Recipe, build_pipeline, sweep_recipes
+from .pipeline import build_pipeline
+from .recipe import Recipe, sweep_recipes
+from .stage import STAGE_FILE
 
 
 def run_sweep(
