@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from .prepared import IGNORE_INDEX
+
 
 def best_fit_decreasing(lengths: np.ndarray | list[int], capacity: int) -> list[list[int]]:
     """Assign item indices to bins: longest first, each into the fullest bin it still fits.
@@ -114,7 +116,7 @@ def pack_table(table: pa.Table, capacity: int) -> tuple[pa.Table, PackStats]:
     packed_ids = ids[token_index]
     packed_labels = labels[token_index].copy()
     example_starts = np.concatenate(([0], np.cumsum(ordered_lengths)[:-1]))
-    packed_labels[example_starts] = -100
+    packed_labels[example_starts] = IGNORE_INDEX
     positions = np.arange(token_index.size, dtype=np.int64) - np.repeat(example_starts, ordered_lengths)
 
     example_offsets = np.concatenate(([0], np.cumsum(pack_sizes)))

@@ -8,8 +8,6 @@ counted in `stats.json`, so nothing is dropped silently. Output is a `datasets` 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from collections import Counter
 from contextlib import closing
@@ -21,14 +19,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..atomic import atomic_dir
 from ..errors import BadRowError, InstructkitError
 from .conversation import CONVERSATION_FEATURES, ConversationError
 from .converters import FORMATS, detect_format, to_conversations
 from .packing import pack_table
 from .prepare_config import Overlong, PrepareConfig
+from .prepared import IGNORE_INDEX, write_prepared
 from .rejects import RejectLog
 from .sources import expand_sources, iter_source_rows
-from .tokenize import IGNORE_INDEX, ChatTokenizer, split_row_error
+from .tokenize import ChatTokenizer, split_row_error
 
 KEPT_STATUSES = ["ok", "truncated", "split", "split_piece"]
 TEXT_FEATURES = datasets.Features(
@@ -326,15 +326,10 @@ def _empty_stats(
 def _stop_empty(cfg: PrepareConfig, stats: dict[str, Any], rejects: RejectLog) -> None:
     """No example is left to train on: write rejects.jsonl and stats.json to `out`, then stop with one line."""
     out = Path(cfg.out)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    rejects_path = rejects.write(tmp / "rejects.jsonl")
-    stats["rejects_file"] = str(out / "rejects.jsonl") if rejects_path else None
-    (tmp / "stats.json").write_text(json.dumps(stats, indent=2))
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    with atomic_dir(out) as tmp:
+        rejects_path = rejects.write(tmp / "rejects.jsonl")
+        stats["rejects_file"] = str(out / "rejects.jsonl") if rejects_path else None
+        (tmp / "stats.json").write_text(json.dumps(stats, indent=2))
     dropped = stats.get("dropped_overlong", 0) + stats.get("dropped_no_trainable", 0)
     files = len(stats["files"])
     see = f"{out / 'rejects.jsonl'} and {out / 'stats.json'}" if rejects_path else str(out / "stats.json")
@@ -400,24 +395,6 @@ def _write_output(
     tokenizer,
     rejects: RejectLog,
 ) -> None:
-    """Save atomically: write next to the target, then swap it in."""
-    out = Path(cfg.out)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    final.save_to_disk(str(tmp))
-    tokenizer.save_pretrained(str(tmp / "tokenizer"))
-    from ..tokenizer_identity import IDENTITY_KEY, tokenizer_identity
-
-    settings = {
-        **cfg.model_dump(mode="json"),
-        "format": fmt,
-        "packed": cfg.pack,
-        IDENTITY_KEY: tokenizer_identity(tokenizer),
-    }
-    (tmp / "prepare.json").write_text(json.dumps(settings, indent=2, default=str))
-    rejects_path = rejects.write(tmp / "rejects.jsonl")
-    stats["rejects_file"] = str(out / "rejects.jsonl") if rejects_path else None
-    (tmp / "stats.json").write_text(json.dumps(stats, indent=2))
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    """Save the prepared folder (atomically, in the one format `train` reads)."""
+    settings = {**cfg.model_dump(mode="json"), "format": fmt, "packed": cfg.pack}
+    write_prepared(cfg.out, final, tokenizer, settings, stats, rejects.write)

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.text import Text
 
-from .tokenize import IGNORE_INDEX
+from .prepared import IGNORE_INDEX
 
 
 def show_rows(directory: Path, n: int, task: str | None, console: Console) -> None:

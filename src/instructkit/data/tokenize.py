@@ -44,8 +44,8 @@ from ..sandbox import DEFAULT_LIMITS, Limits
 from .chat_templates import BUILTIN_TEMPLATES, ChatTemplate
 from .conversation import TOOL_ROLES, TOOLS_UNSUPPORTED
 from .prepare_config import ControlTokens, LossOn
+from .prepared import IGNORE_INDEX
 
-IGNORE_INDEX = -100
 Chat = list[dict[str, Any]]
 
 SENTINEL = "\ue000instructkit-reply\ue001"  # stands in for a reply to find where the template puts it

@@ -10,9 +10,7 @@ as pretraining text (loss on every token) for `instructkit train --objective pre
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -174,12 +172,9 @@ def _raw_texts(source: str) -> list[str]:
 def _write(cfg: CorpusConfig, docs: list[dict[str, str]], stats: dict[str, Any]) -> None:
     import datasets
 
-    out = Path(cfg.out)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    from ..atomic import atomic_dir
+
     rows = [{"text": d["text"], "source": d["source"], "row_id": i} for i, d in enumerate(docs)]
-    datasets.Dataset.from_list(rows).save_to_disk(str(tmp))
-    (tmp / "corpus.json").write_text(json.dumps({"config": asdict(cfg), "stats": stats}, indent=2))
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    with atomic_dir(cfg.out) as tmp:
+        datasets.Dataset.from_list(rows).save_to_disk(str(tmp))
+        (tmp / "corpus.json").write_text(json.dumps({"config": asdict(cfg), "stats": stats}, indent=2))

@@ -7,11 +7,12 @@ crash leaves either nothing or a complete shard; a rerun treats every existing f
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ..atomic import atomic_file
 
 
 @dataclass(frozen=True)
@@ -48,14 +49,9 @@ def is_done(out: Path, index: int) -> bool:
 
 def write_atomic(path: Path, records: Iterable[dict[str, Any]]) -> None:
     """Write JSON lines to a temporary file in the same directory, fsync, then rename into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
+    with atomic_file(path) as f:
         for record in records:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -12,16 +12,14 @@ its pairs is tokenized exactly as at inference, which a chat template rendering 
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..data.tokenize import IGNORE_INDEX
+from ..data.prepared import IGNORE_INDEX
 from ..errors import InstructkitError
 from .format import Pair, SynthFormat, encode_example
 from .task_rows import read_task_rows
@@ -144,27 +142,18 @@ def _tokenizer(name: str, examples: list[Example]):
 def _write(
     cfg: TrainDataConfig, rows: list[dict[str, Any]], held: list[Example], tokenizer, summary: dict[str, Any]
 ) -> None:
-    """Save like `data prepare` does (then swap the folder in): dataset, prepare.json, stats.json, tokenizer/."""
+    """Save in the prepared-folder format `train` reads, plus the held-out pairs for evaluation."""
     import datasets
 
-    out = Path(cfg.out)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    from ..data.prepared import write_prepared
+
+    def write_held_out(folder: Path) -> None:
+        with (folder / "held_out.jsonl").open("w", encoding="utf-8") as f:
+            for e in held:
+                for p in e.pairs:
+                    record = {"dataset": e.dataset, "context": e.context, **p.to_dict()}
+                    f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
     ds = datasets.Dataset.from_list(rows).map(lambda r: {"length": len(r["input_ids"])}, desc="row lengths")
-    ds.save_to_disk(str(tmp))
-    tokenizer.save_pretrained(str(tmp / "tokenizer"))
     meta = {**asdict(cfg), "format": "synth", "packed": False, "loss_on": "pairs"}
-    (tmp / "prepare.json").write_text(json.dumps(meta, indent=2))
-    (tmp / "stats.json").write_text(json.dumps(summary, indent=2))
-    with (tmp / "held_out.jsonl").open("w", encoding="utf-8") as f:
-        for e in held:
-            for p in e.pairs:
-                f.write(
-                    json.dumps(
-                        {"dataset": e.dataset, "context": e.context, **p.to_dict()}, ensure_ascii=False
-                    )
-                    + "\n"
-                )
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    write_prepared(cfg.out, ds, tokenizer, meta, summary, extra=write_held_out)

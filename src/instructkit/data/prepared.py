@@ -1,0 +1,91 @@
+"""The prepared-dataset folder: the one format `data prepare` and `synth train-data` write and `train` reads.
+
+    <out>/                 a `datasets` save_to_disk folder (input_ids, labels[, position_ids, seq_lens]);
+                           a label of IGNORE_INDEX (-100) is not trained
+    <out>/prepare.json     the settings it was made with, `packed`, and the tokenizer's identity
+    <out>/stats.json       counts: rows read / kept / rejected / dropped per file, tokens, packing
+    <out>/rejects.jsonl    the rejected rows with file, row, field and reason (when any)
+    <out>/tokenizer/       the tokenizer (and chat template) the labels were computed with
+
+Written atomically: a reader sees the previous folder or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..atomic import atomic_dir
+from ..errors import InstructkitError
+
+SETTINGS_FILE = "prepare.json"
+STATS_FILE = "stats.json"
+REJECTS_FILE = "rejects.jsonl"
+TOKENIZER_DIR = "tokenizer"
+IGNORE_INDEX = -100  # a label that is not trained (the value transformers' loss ignores)
+
+
+@dataclass
+class PreparedData:
+    """A prepared folder, read: the dataset, its settings and stats, and where its tokenizer is."""
+
+    dataset: Any
+    meta: dict
+    stats: dict
+    tokenizer_dir: Path | None
+    packed: bool
+
+
+def write_prepared(
+    out: str | Path,
+    rows: Any,
+    tokenizer: Any,
+    settings: dict[str, Any],
+    stats: dict[str, Any],
+    write_rejects: Callable[[Path], Path | None] | None = None,
+    extra: Callable[[Path], None] | None = None,
+) -> Path:
+    """Write the whole folder atomically; `settings` gains the tokenizer identity, `stats` the rejects path."""
+    from ..tokenizer_identity import IDENTITY_KEY, tokenizer_identity
+
+    out = Path(out)
+    with atomic_dir(out) as tmp:
+        rows.save_to_disk(str(tmp))
+        tokenizer.save_pretrained(str(tmp / TOKENIZER_DIR))
+        meta = {**settings, IDENTITY_KEY: tokenizer_identity(tokenizer)}
+        (tmp / SETTINGS_FILE).write_text(json.dumps(meta, indent=2, default=str))
+        rejects_path = write_rejects(tmp / REJECTS_FILE) if write_rejects else None
+        stats["rejects_file"] = str(out / REJECTS_FILE) if rejects_path else None
+        (tmp / STATS_FILE).write_text(json.dumps(stats, indent=2))
+        if extra is not None:
+            extra(tmp)
+    return out
+
+
+def read_prepared(path: str | Path) -> PreparedData:
+    """Load a prepared folder, checking the columns training needs."""
+    import datasets
+
+    path = Path(path)
+    if not path.is_dir():
+        raise InstructkitError(f"{path}: no such data directory (run `instructkit data prepare` first)")
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except Exception as exc:  # datasets raises FileNotFoundError/ValueError for non-dataset folders
+        raise InstructkitError(f"{path}: not a prepared dataset ({exc})") from exc
+    meta = _json(path / SETTINGS_FILE)
+    stats = _json(path / STATS_FILE)
+    packed = bool(meta.get("packed", "position_ids" in ds.column_names))
+    needed = {"input_ids", "labels"} | ({"position_ids"} if packed else set())
+    missing = needed - set(ds.column_names)
+    if missing:
+        raise InstructkitError(f"{path}: dataset lacks column(s) {', '.join(sorted(missing))}")
+    tok = path / TOKENIZER_DIR
+    return PreparedData(ds, meta, stats, tok if tok.is_dir() else None, packed)
+
+
+def _json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
