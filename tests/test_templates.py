@@ -12,20 +12,22 @@ from instructkit.data.templates import (
     check_syntax,
     evaluate_expression,
     referenced_fields,
-    render_template,
     render_text,
 )
 
 
 def test_renders_input_and_target():
     t = Template(id="t1", input="What is {{ a }} plus {{ b }}?", target="{{ a + b }}")
-    assert render_template("add", t, {"a": 2, "b": 3}) == ("What is 2 plus 3?", "5")
+    row = {"a": 2, "b": 3}
+    prompt = render_text(t.input, row, task="add", template=t.id, part="input")
+    target = render_text(t.target, row, task="add", template=t.id, part="target")
+    assert (prompt, target) == ("What is 2 plus 3?", "5")
 
 
 def test_missing_field_names_task_template_and_field():
     t = Template(id="t1", input="Hello {{ name }}", target="{{ answer }}")
     with pytest.raises(TemplateError) as info:
-        render_template("greet", t, {"answer": "x"})
+        render_text(t.input, {"answer": "x"}, task="greet", template=t.id, part="input")
     assert (info.value.task, info.value.template, info.value.field) == ("greet", "t1", "name")
     assert "greet" in str(info.value) and "t1" in str(info.value)
 

@@ -74,11 +74,6 @@ def set_scores(results: dict[str, Any]) -> dict[str, float]:
     return {name: g["normalized"] for name, g in sorted(results.get("clusters", {}).items())}
 
 
-def task_scores(results: dict[str, Any]) -> dict[str, tuple[float, str]]:
-    """Each task's preferred metric value and name."""
-    return {name: (t["score"], t["metric"]) for name, t in sorted(results.get("tasks", {}).items())}
-
-
 Row = tuple[str, sig.Estimate | None, sig.Estimate, sig.Difference | None]
 
 

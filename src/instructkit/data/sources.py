@@ -101,11 +101,6 @@ def list_source_files(path: Path, skip_unknown: bool = False) -> SourceFiles:
     return SourceFiles(sorted(files), sorted(skipped, key=lambda s: s["path"]))
 
 
-def source_files(path: Path) -> list[Path]:
-    """The data files of a file or directory source, sorted for a stable order."""
-    return list_source_files(path).files
-
-
 def iter_source_rows(source: str, skip_unknown: bool = False) -> Iterator[RawRow]:
     """Yield every row of a source; undecodable rows come with an `error` instead of a record."""
     if is_local(source):

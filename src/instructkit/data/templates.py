@@ -124,13 +124,6 @@ def evaluate_expression(source: str, context: dict[str, Any], *, task: str, fiel
     return value
 
 
-def render_template(task: str, template: Template, row: dict[str, Any]) -> tuple[str, str]:
-    """(input, target) of one row under one template."""
-    prompt = render_text(template.input, row, task=task, template=template.id, part="input")
-    target = render_text(template.target, row, task=task, template=template.id, part="target")
-    return prompt, target
-
-
 def check_syntax(task: str, template: Template) -> None:
     """Parse both parts now so a broken template fails when the catalog loads, not mid-build."""
     for part, source in (("input", template.input), ("target", template.target)):

@@ -91,13 +91,6 @@ def bootstrap_ci(
     return means[lo], means[min(resamples - 1, resamples - 1 - lo)]
 
 
-def paired_bootstrap_ci(
-    a: Sequence[float], b: Sequence[float], resamples: int = 1000, seed: int = 0
-) -> tuple[float, float]:
-    """Interval for mean(b) − mean(a) over the same examples."""
-    return bootstrap_ci([y - x for x, y in zip(a, b)], resamples, seed)
-
-
 def random_baseline(num_choices: int | None) -> float:
     """Chance accuracy in percent for k-way choice; 0 for open answers."""
     return 100.0 / num_choices if num_choices else 0.0

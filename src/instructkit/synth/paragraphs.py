@@ -150,8 +150,3 @@ def generate_qa_paragraphs(size: int, seed: int = 0) -> list[dict[str, Any]]:
         para = GENERATORS[dataset](random.Random(f"{seed}:raw:{i}"))
         rows.append({"id": str(i), "dataset": dataset, "text": para["context"], "qa": para["qa"]})
     return rows
-
-
-def generate_paragraphs(size: int, seed: int = 0) -> list[dict[str, str]]:
-    """Plain paragraphs (id, text) alternating generators: raw text to run a synthesizer on offline."""
-    return [{"id": r["id"], "text": r["text"]} for r in generate_qa_paragraphs(size, seed)]

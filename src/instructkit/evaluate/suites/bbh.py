@@ -13,7 +13,6 @@ from pathlib import Path
 from ...errors import InstructkitError
 from ..spec import EvalDoc, EvalTask
 
-HUB_ID = "lukaemon/bbh"
 _EXEMPLAR = re.compile(r"Q: (.*?)\nA: (.*?)(?=\n\nQ: |\Z)", re.DOTALL)
 _OPTION = re.compile(r"^\([A-R]\) ", re.MULTILINE)
 _SO_ANSWER = re.compile(r"So the answer is (.*)\.\s*$", re.DOTALL)
