@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from instructkit.data.formats import ANSWER_PREFIX, FormatMix
+from instructkit.data.rejects import RejectLog
 from instructkit.data.tasks import eval_examples, load_catalog, load_task_file, render_task_rows, task_rows
 from instructkit.errors import BadRowError, HubUnreachableError, InstructkitError
 
@@ -86,10 +87,10 @@ def test_bad_rows_raise_with_file_row_field_or_go_to_rejects(tmp_path):
     with pytest.raises(BadRowError) as info:
         task_rows(task, "train")
     assert info.value.row == 4 and info.value.file.endswith("data.jsonl")
-    rejects: list = []
-    rows = task_rows(task, "train", on_error="skip", rejects=rejects)
+    rejects = RejectLog("skip")
+    rows = task_rows(task, "train", rejects=rejects)
     assert len(rows) == 3
-    assert [(r["row"], r["field"]) for r in rejects] == [(4, "<row>"), (5, "answer")]
+    assert [(r["row"], r["field"]) for r in rejects.rows] == [(4, "<row>"), (5, "answer")]
 
 
 def test_eval_examples_default_to_held_out_templates_and_never_show_the_row_as_exemplar():

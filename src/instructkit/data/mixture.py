@@ -30,6 +30,7 @@ from .decontaminate import DecontaminateSpec, EvalIndex
 from .formats import FormatMix
 from .prepare_config import OnError
 from .procedural.rng import stable_rng
+from .rejects import RejectLog
 from .tasks import Task, load_catalog, render_training_example, select_tasks, task_rows
 
 # Flan 2022 sub-mixtures: (weight, per-task example cap), from the Flan Collection release.
@@ -300,9 +301,9 @@ class _Renderer:
         cfg = self.config
         for name, index, occurrence in zip(batch["_task"], batch["_row"], batch["_occurrence"], strict=True):
             task = self.tasks[name]
-            rows = task_rows(task, cfg.split, root=cfg.data_root, on_error=cfg.on_error)
+            rows = task_rows(task, cfg.split, root=cfg.data_root, rejects=RejectLog(cfg.on_error))
             pool = (
-                task_rows(task, task.exemplar_split, root=cfg.data_root, on_error=cfg.on_error)
+                task_rows(task, task.exemplar_split, root=cfg.data_root, rejects=RejectLog(cfg.on_error))
                 if task.kind == "template"
                 else []
             )
@@ -364,7 +365,7 @@ class MixturePlan:
     tasks: dict[str, Task]
     removed: dict[str, set[int]]
     report: list[dict]
-    rejects: list[dict]
+    rejects: RejectLog
 
 
 def plan_mixture(config: MixtureConfig, catalog: dict[str, Task] | None = None) -> MixturePlan:
@@ -372,11 +373,8 @@ def plan_mixture(config: MixtureConfig, catalog: dict[str, Task] | None = None) 
     catalog = catalog if catalog is not None else load_catalog(config.catalog)
     groups = resolve_groups(config, catalog)
     tasks = {t.name: t for g in groups for t, _ in g.members}
-    rejects: list[dict] = []
-    rows = {
-        n: task_rows(t, config.split, root=config.data_root, on_error=config.on_error, rejects=rejects)
-        for n, t in tasks.items()
-    }
+    rejects = RejectLog(config.on_error)
+    rows = {n: task_rows(t, config.split, root=config.data_root, rejects=rejects) for n, t in tasks.items()}
     removed, report = _decontaminate(config, catalog, rows)
     pools = {n: [i for i in range(len(r)) if i not in removed.get(n, set())] for n, r in rows.items()}
     sizes = {n: len(p) for n, p in pools.items()}
@@ -424,7 +422,7 @@ def build_mixture(
     out.mkdir(parents=True, exist_ok=True)
     ds.save_to_disk(str(out), num_shards=1)
     stats = compute_stats(config, plan, ds)
-    _write_jsonl(out / "rejects.jsonl", plan.rejects)
+    plan.rejects.write(out / "rejects.jsonl")
     _write_jsonl(out / "decontamination.jsonl", plan.report)
     (out / "stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return stats

@@ -27,8 +27,9 @@ class RejectLog:
         return len(self.rows)
 
     def write(self, path: Path) -> Path | None:
-        """Write rejects as JSONL (one row with its reason per line); nothing when there are none."""
+        """Write rejects as JSONL (one row with its reason per line); none (and no stale file) when clean."""
         if not self.rows:
+            Path(path).unlink(missing_ok=True)
             return None
         with open(path, "w", encoding="utf-8") as fh:
             for row in self.rows:

@@ -11,9 +11,9 @@ from typing import Any
 
 from ...errors import BadRowError, InstructkitError
 from ..catalog.readers import READERS, Record, explode
-from ..prepare_config import OnError
 from ..procedural import generate
 from ..procedural.rng import stable_rng
+from ..rejects import RejectLog
 from ..templates import TemplateError, evaluate_expression
 from .schema import Task, TaskSource
 
@@ -50,9 +50,7 @@ def resolve_files(task: Task, source: TaskSource, root: Path) -> list[Path]:
     return files
 
 
-def _raw_records(
-    task: Task, source: TaskSource, root: Path, on_error: OnError, rejects: list
-) -> Iterator[Record]:
+def _raw_records(task: Task, source: TaskSource, root: Path, rejects: RejectLog) -> Iterator[Record]:
     from ..sources import iter_file_rows
 
     if source.procedural:
@@ -71,24 +69,18 @@ def _raw_records(
         for path in resolve_files(task, source, root):
             for raw in iter_file_rows(path):
                 if raw.error is not None:
-                    _reject(raw.error, on_error, rejects)
+                    rejects.reject(raw.error)
                 else:
                     yield raw.file, raw.row, raw.record
 
 
-def _reject(error: BadRowError, on_error: OnError, rejects: list) -> None:
-    if on_error == "raise":
-        raise error
-    rejects.append(error.as_record())
-
-
-def _per_record(records: Iterator[Record], fn, on_error: OnError, rejects: list) -> Iterator[Record]:
+def _per_record(records: Iterator[Record], fn, rejects: RejectLog) -> Iterator[Record]:
     """Apply a one-record → rows function; a bad record is rejected alone (with on_error=skip)."""
     for record in records:
         try:
             yield from list(fn([record]))
         except BadRowError as exc:
-            _reject(exc, on_error, rejects)
+            rejects.reject(exc)
 
 
 def _map_fields(task: Task, file: str, row: int, record: dict[str, Any]) -> dict[str, Any]:
@@ -112,22 +104,18 @@ def _map_fields(task: Task, file: str, row: int, record: dict[str, Any]) -> dict
     return mapped
 
 
-def _load_source(
-    task: Task, source: TaskSource, root: Path, on_error: OnError, rejects: list
-) -> list[dict[str, Any]]:
-    records = _raw_records(task, source, root, on_error, rejects)
+def _load_source(task: Task, source: TaskSource, root: Path, rejects: RejectLog) -> list[dict[str, Any]]:
+    records = _raw_records(task, source, root, rejects)
     if source.explode:
-        records = _per_record(records, lambda rs: explode(rs, source.explode), on_error, rejects)
+        records = _per_record(records, lambda rs: explode(rs, source.explode), rejects)
     reader = READERS[source.reader]
-    records = (
-        reader(records) if source.reader == "oasst_tree" else _per_record(records, reader, on_error, rejects)
-    )
+    records = reader(records) if source.reader == "oasst_tree" else _per_record(records, reader, rejects)
     rows = []
     for file, row, record in records:
         try:
             rows.append(_map_fields(task, file, row, record))
         except BadRowError as exc:
-            _reject(exc, on_error, rejects)
+            rejects.reject(exc)
     return rows
 
 
@@ -169,39 +157,42 @@ def task_rows(
     split: str,
     *,
     root: str | Path | None = None,
-    on_error: OnError = "raise",
-    rejects: list | None = None,
+    rejects: RejectLog | None = None,
 ) -> list[dict[str, Any]]:
-    """The mapped rows of one split (cached per process; rejected rows are appended to `rejects`).
+    """The mapped rows of one split (cached per process).
+
+    Bad rows follow `rejects`' policy: raise (the default, and when `rejects` is None), or with a
+    `RejectLog("skip")` each is recorded there, once per call.
 
     The cache key holds the content digest of every local file the task reads, so rows appended to
     a task's data file within one process are seen, never served from the old read.
     """
     resolved = data_root(root)
+    policy = rejects.on_error if rejects is not None else "raise"
     key = json.dumps(
         [
             task.model_dump(mode="json"),
             str(task._base_dir),
             split,
             str(resolved),
-            on_error,
+            policy,
             _source_digests(task, resolved),
         ],
         sort_keys=True,
     )
     if key not in _ROW_CACHE:
-        bad: list[dict[str, Any]] = []
+        bad = RejectLog(policy)
         if task.splits is not None:
             if split not in task.splits:
                 raise InstructkitError(
                     f"task {task.name!r}: no split {split!r} (splits: {', '.join(task.splits)})"
                 )
-            rows = _load_source(task, task.splits[split], resolved, on_error, bad)
+            rows = _load_source(task, task.splits[split], resolved, bad)
         else:
-            pool = _load_source(task, task.source, resolved, on_error, bad)  # type: ignore[arg-type]
+            pool = _load_source(task, task.source, resolved, bad)  # type: ignore[arg-type]
             rows = [pool[i] for i in _partition(task, len(pool), split)]
         _ROW_CACHE[key] = (rows, bad)
     rows, bad = _ROW_CACHE[key]
     if rejects is not None:
-        rejects.extend(bad)
+        rejects.rows.extend(bad.rows)
     return rows
