@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from instructkit.data.prepare import PrepareConfig, prepare
-from instructkit.train.models import train_tiny_tokenizer
+from instructkit.models.tiny import train_tiny_tokenizer
 
 WORDS = ["hello", "the", "answer", "is", "47.", "sea", "waves", "\n", "code", "x = 1;", "    indent"]
 

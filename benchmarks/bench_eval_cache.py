@@ -31,7 +31,7 @@ from common import machine, timed, write_section  # noqa: E402
 
 def _save_model(preset: str, folder: Path):
     """A tiny model and tokenizer (trained here, no download) saved as safetensors into `folder`."""
-    from instructkit.train.models import build_tiny_model, tiny_preset, train_tiny_tokenizer
+    from instructkit.models.tiny import build_tiny_model, tiny_preset, train_tiny_tokenizer
 
     corpus = [f"Question {i}: what is {i} plus {2 * i}? The answer is {3 * i}." for i in range(400)]
     tokenizer = train_tiny_tokenizer(corpus, vocab_size=min(2048, tiny_preset(preset).vocab_size))

@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import WORK_DIR, machine, synthetic_conversations, timed, write_section  # noqa: E402
 from instructkit.data.packing import pack_table  # noqa: E402
 from instructkit.data.prepare import PrepareConfig, prepare  # noqa: E402
-from instructkit.train.models import train_tiny_tokenizer  # noqa: E402
+from instructkit.models.tiny import train_tiny_tokenizer  # noqa: E402
 
 N = int(os.environ.get("BENCH_PREPARE_N", "20000"))
 

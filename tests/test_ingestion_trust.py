@@ -16,10 +16,10 @@ import pytest
 from typer.testing import CliRunner
 
 from instructkit.cli import app
-from instructkit.data.chat_templates import TULU
 from instructkit.data.prepare import PrepareConfig, detect_file_format, prepare
 from instructkit.data.sources import iter_file_rows
 from instructkit.errors import BadRowError, InstructkitError
+from instructkit.models.chat_templates import TULU
 
 
 def chat(i: int) -> dict:

@@ -14,13 +14,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from instructkit.data.chat_templates import TULU
 from instructkit.data.conversation import ConversationError
 from instructkit.data.converters import to_conversation
 from instructkit.data.prepare import PrepareConfig, prepare
 from instructkit.data.tokenize import IGNORE_INDEX, ChatRowError, ChatTokenizer, split_row_error
 from instructkit.errors import BadRowError
-from instructkit.train.models import train_tiny_tokenizer
+from instructkit.models.chat_templates import TULU
+from instructkit.models.tiny import train_tiny_tokenizer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "chat_templates"
 EXTRA_SPECIAL = [

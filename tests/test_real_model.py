@@ -16,9 +16,9 @@ import torch
 
 from instructkit.data.prepare import PrepareConfig, prepare
 from instructkit.errors import InstructkitError
-from instructkit.tokenizer_identity import IDENTITY_KEY, TokenizerMismatchError, tokenizer_identity
+from instructkit.models.identity import IDENTITY_KEY, TokenizerMismatchError, tokenizer_identity
+from instructkit.models.loading import check_max_length, load_model_and_tokenizer
 from instructkit.train.config import TrainConfig
-from instructkit.train.models import check_max_length, load_model_and_tokenizer
 from instructkit.train.trainer import train
 
 pytestmark = pytest.mark.slow

@@ -55,14 +55,14 @@ def test_labels_cover_exactly_the_pairs_and_eos(tmp_path):
 
 
 def test_training_loader_accepts_the_output(tmp_path):
-    from instructkit.train.trainer import load_prepared
+    from instructkit.data.prepared import read_prepared
 
     out = tmp_path / "td"
     make_training_data(
         TrainDataConfig([], str(out), tokenizer="tiny:nano", max_length=256),
         rows=generate_paragraph_rows("people", 10),
     )
-    data = load_prepared(out)
+    data = read_prepared(out)
     assert not data.packed and data.tokenizer_dir is not None and len(data.dataset) >= 1
 
 

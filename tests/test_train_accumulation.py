@@ -67,8 +67,8 @@ def test_mean_of_micro_batch_means_would_differ(data16, tiny_tokenizer):
     """On this data a mean of per-row means is a different number from the token mean the step uses."""
     import datasets
 
+    from instructkit.models.tiny import build_tiny_model
     from instructkit.train.collators import PackedCollator
-    from instructkit.train.models import build_tiny_model
     from instructkit.train.trainer import causal_lm_loss
 
     model = build_tiny_model("tiny:nano", tiny_tokenizer, seed=0).eval()

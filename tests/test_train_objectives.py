@@ -73,7 +73,7 @@ def test_lora_saves_adapters_only_reloads_and_merges(packed, tmp_path, tiny_toke
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from instructkit.train.models import build_tiny_model
+    from instructkit.models.tiny import build_tiny_model
 
     lora = dict(method="lora", learning_rate=1e-2, lora_r=4, lora_alpha=8, lora_dropout=0.0)
     adapters = _run(packed, tmp_path / "lora", **lora).output_dir

@@ -13,13 +13,13 @@ import torch
 from transformers import LlamaForCausalLM, TrainingArguments
 
 from instructkit.errors import InstructkitError
+from instructkit.models.tiny import build_tiny_model
 from instructkit.train.collators import (
     PackedCollator,
     assert_packed_isolation,
     check_packed_attention,
     packed_cross_talk,
 )
-from instructkit.train.models import build_tiny_model
 from instructkit.train.trainer import InstructTrainer, causal_lm_loss
 from test_train_support import addition_pairs, tokenize_pair
 
@@ -61,7 +61,7 @@ def _one_at_a_time(model, examples):
     return mean.item(), {k: p.grad.clone() for k, p in model.named_parameters()}
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("attn", ["sdpa", "eager", "instructkit_docs"])
 def test_packed_loss_and_grads_equal_one_at_a_time(tiny_tokenizer, tmp_path, attn):
     model = _model(tiny_tokenizer, attn)
     examples = _examples(tiny_tokenizer)

@@ -48,35 +48,6 @@ def hub_error(kind: str, name: str, exc: BaseException) -> InstructkitError:
     return InstructkitError(f"cannot load {kind} {name!r}: {type(exc).__name__}: {exc}")
 
 
-def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
-    """AutoTokenizer from a local path or hub id (fast tokenizers only: masks need offsets-free exact ids)."""
-    from transformers import AutoTokenizer
-
-    from .train.models import gguf_load_args
-
-    source, gguf = gguf_load_args(name)  # a GGUF file (or a folder holding one) carries its tokenizer
-    try:
-        return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **gguf)
-    except Exception as exc:  # transformers raises OSError/ValueError/HTTP errors depending on the cause
-        raise hub_error("tokenizer", name, exc) from exc
-
-
-def load_causal_lm(name: str, trust_remote_code: bool = False, **kwargs: Any) -> Any:
-    """AutoModelForCausalLM from a local path or hub id, safetensors only, remote code off by default."""
-    from transformers import AutoModelForCausalLM
-
-    from .train.models import finish_gguf_model, gguf_load_args
-
-    source, gguf = gguf_load_args(name, for_model=True)  # a GGUF file (or a folder holding one): dequantized
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            source, trust_remote_code=trust_remote_code, use_safetensors=True, **gguf, **kwargs
-        )
-    except Exception as exc:
-        raise hub_error("model", name, exc) from exc
-    return finish_gguf_model(model, name) if gguf else model
-
-
 def load_hub_dataset(name: str, config: str | None = None, split: str | None = None, **kwargs: Any) -> Any:
     """datasets.load_dataset for a hub id, with the offline hint on connection failures."""
     import datasets

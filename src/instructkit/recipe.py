@@ -208,7 +208,7 @@ def _validate(raw: dict[str, Any], path: Path) -> Recipe:
         problems = "; ".join(_problem(e) for e in exc.errors())
         raise InstructkitError(f"{path}: {problems}") from None
     if recipe.prepare.tokenizer is None:  # the data is tokenized for the model that trains on it
-        from .train.models import default_tokenizer
+        from .models.tiny import default_tokenizer
 
         if recipe.train is None:
             raise InstructkitError(

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .models import is_tiny
+from ..models.tiny import is_tiny
 
 Objective = Literal["sft", "pretrain"]
 Method = Literal["full", "lora", "qlora"]

@@ -13,6 +13,19 @@ def _table(rows: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def formats_line(formats: dict[str, dict[str, Any]]) -> str:
+    """Every input format of the data with its files and rows, e.g. `alpaca: 1 file, 4 rows (a.jsonl)`."""
+    parts = []
+    for name, group in formats.items():
+        files = group.get("files", [])
+        names = ", ".join(Path(f).name for f in files)
+        parts.append(
+            f"{name}: {len(files)} file{'s' if len(files) != 1 else ''}, "
+            f"{group.get('rows_kept', 0):,} rows kept of {group.get('rows_read', 0):,} ({names})"
+        )
+    return "; ".join(parts)
+
+
 def render_model_card(config, data, result, log_history: list[dict]) -> str:
     """Markdown naming the base model, the data and its mixture stats, the hyper-parameters and the loss."""
     opt = config.optimizer_settings()
@@ -39,6 +52,8 @@ def render_model_card(config, data, result, log_history: list[dict]) -> str:
         "seed": config.seed,
     }
     data_rows = {k: v for k, v in data.meta.items() if not isinstance(v, str) or len(v) < 200}
+    if data.meta.get("formats"):
+        data_rows["formats"] = formats_line(data.meta["formats"])
     parts = [
         "---\nlibrary_name: transformers\ntags: [instructkit, instruction-tuning]\n---",
         f"# {Path(config.output_dir).name}",

@@ -24,14 +24,13 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer
 
+from ..data.prepared import IGNORE_INDEX, PreparedData, read_prepared
 from . import checkpoint as ckpt
-
-IGNORE = -100
 
 
 def next_token_targets(labels: torch.Tensor) -> torch.Tensor:
     """targets[..., i] = labels[..., i + 1]: what position i predicts (-100 past the end)."""
-    return F.pad(labels, (0, 1), value=IGNORE)[..., 1:]
+    return F.pad(labels, (0, 1), value=IGNORE_INDEX)[..., 1:]
 
 
 def token_loss_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -39,7 +38,7 @@ def token_loss_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(
         logits.float().reshape(-1, logits.shape[-1]),
         targets.reshape(-1).to(logits.device),
-        ignore_index=IGNORE,
+        ignore_index=IGNORE_INDEX,
         reduction="sum",
     )
 
@@ -49,7 +48,7 @@ def causal_lm_loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: Any =
     logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
     targets = next_token_targets(labels)
     if num_items_in_batch is None:
-        num_items_in_batch = targets.ne(IGNORE).sum().clamp_min(1)
+        num_items_in_batch = targets.ne(IGNORE_INDEX).sum().clamp_min(1)
     return token_loss_sum(logits, targets) / num_items_in_batch
 
 
@@ -79,7 +78,9 @@ class InstructTrainer(Trainer):
                 batches.append(next(epoch_iterator))
             except StopIteration:
                 break
-        count = sum((b["labels"][..., 1:].ne(IGNORE).sum() for b in batches), torch.tensor(0)).to(device)
+        count = sum((b["labels"][..., 1:].ne(IGNORE_INDEX).sum() for b in batches), torch.tensor(0)).to(
+            device
+        )
         if self.args.average_tokens_across_devices and self.args.world_size > 1:
             count = self.accelerator.gather(count).sum()
         return batches, count
@@ -94,7 +95,7 @@ class InstructTrainer(Trainer):
             raise RuntimeError("packed rows must not carry an attention_mask: it disables example isolation")
         inputs = dict(inputs)
         targets = next_token_targets(inputs.pop("labels"))
-        keep = targets.ne(IGNORE)
+        keep = targets.ne(IGNORE_INDEX)
         if self._slice_logits:  # project onto the vocabulary only where there is a loss
             outputs = model(**inputs, use_cache=False, logits_to_keep=keep)
             logits = outputs.logits
@@ -111,7 +112,7 @@ class InstructTrainer(Trainer):
         """Count the real and the trainable tokens of each micro-batch for throughput logs."""
         mask = inputs.get("attention_mask")
         tokens = int(mask.sum()) if mask is not None else inputs["input_ids"].numel()
-        trainable = int(inputs["labels"][..., 1:].ne(IGNORE).sum())
+        trainable = int(inputs["labels"][..., 1:].ne(IGNORE_INDEX).sum())
         self._window += torch.tensor([tokens, trainable], dtype=torch.float64)
         return super().training_step(model, inputs, num_items_in_batch)
 
@@ -164,48 +165,20 @@ class TrainResult:
     train_runtime: float  # seconds inside the training loop (this session)
 
 
-@dataclass
-class PreparedData:
-    """A `data prepare` directory: the dataset, its prepare.json/stats.json, and the tokenizer folder."""
-
-    dataset: Any
-    meta: dict
-    stats: dict
-    tokenizer_dir: Path | None
-    packed: bool
-
-
-def load_prepared(path: str | Path) -> PreparedData:
-    """Load what `instructkit data prepare` wrote, checking the columns training needs."""
-    import json
-
-    import datasets
-
-    from ..errors import InstructkitError
-
-    path = Path(path)
-    if not path.is_dir():
-        raise InstructkitError(f"{path}: no such data directory (run `instructkit data prepare` first)")
-    try:
-        ds = datasets.load_from_disk(str(path))
-    except Exception as exc:  # datasets raises FileNotFoundError/ValueError for non-dataset folders
-        raise InstructkitError(f"{path}: not a prepared dataset ({exc})") from exc
-    meta = json.loads((path / "prepare.json").read_text()) if (path / "prepare.json").exists() else {}
-    stats = json.loads((path / "stats.json").read_text()) if (path / "stats.json").exists() else {}
-    packed = bool(meta.get("packed", "position_ids" in ds.column_names))
-    needed = {"input_ids", "labels"} | ({"position_ids"} if packed else set())
-    missing = needed - set(ds.column_names)
-    if missing:
-        raise InstructkitError(f"{path}: dataset lacks column(s) {', '.join(sorted(missing))}")
-    tok = path / "tokenizer"
-    return PreparedData(ds, meta, stats, tok if tok.is_dir() else None, packed)
-
-
 def resolve_precision(precision: str) -> str:
     """auto → bf16 on a CUDA GPU that supports it, else fp32."""
     if precision != "auto":
         return precision
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+
+
+def describe_precision(precision: str, model) -> str:
+    """What a run computes in, from the weights actually trained: e.g. `bf16 autocast, fp32 master weights`."""
+    dtypes = {p.dtype for p in model.parameters() if p.requires_grad}
+    weights = "/".join(sorted(str(d).removeprefix("torch.").replace("float", "fp") for d in dtypes)) or "none"
+    if precision in ("bf16", "fp16"):
+        return f"{precision} autocast, {weights} master weights"
+    return f"{precision} compute, {weights} weights"
 
 
 def _is_rank_zero() -> bool:
@@ -237,18 +210,34 @@ def prepare_output_dir(config) -> Path | None:
 
 def build_model(config, data: PreparedData):
     """Load the model and tokenizer, apply LoRA/QLoRA, and check packed isolation when packing."""
-    from .collators import assert_packed_isolation
-    from .models import apply_lora, load_model_and_tokenizer
+    from rich.console import Console
 
+    from ..models.identity import check_data_matches_model, check_vocab_fits
+    from ..models.loading import TRAIN_DTYPE, check_max_length, load_model_and_tokenizer
+    from .attention import training_attention
+    from .collators import assert_packed_isolation
+    from .lora import apply_lora
+
+    tokenizer_dir = str(data.tokenizer_dir) if data.tokenizer_dir else None
+    max_length = int(data.meta.get("max_length", 4096))
+    notes = check_data_matches_model(
+        str(config.data), data.meta, tokenizer_dir, config.model, config.trust_remote_code
+    )
+    check_max_length(config.model, max_length, config.trust_remote_code)
     model, tokenizer = load_model_and_tokenizer(
         config.model,
-        str(data.tokenizer_dir) if data.tokenizer_dir else None,
+        tokenizer_dir,
         trust_remote_code=config.trust_remote_code,
-        attn_implementation=config.attn_implementation,
+        attn_implementation=training_attention(config.attn_implementation, data.packed),
         quantize_4bit=config.method == "qlora",
-        max_length=int(data.meta.get("max_length", 4096)),
+        max_length=max_length,
         tiny_seed=config.tiny_seed,
+        dtype=TRAIN_DTYPE,  # fp32 master weights whatever the checkpoint's dtype; bf16 runs autocast
     )
+    check_vocab_fits(tokenizer, model, config.model)
+    if _is_rank_zero():
+        for note in notes:
+            Console(stderr=True).print(f"[yellow]note:[/] {note}", highlight=False)
     model.config.use_cache = False  # a KV cache in the forward pass disables packed-sequence masks
     if config.method in ("lora", "qlora"):
         model = apply_lora(
@@ -262,6 +251,16 @@ def build_model(config, data: PreparedData):
     if data.packed:
         assert_packed_isolation(model)
     return model, tokenizer
+
+
+def _checkpointing_arguments(arguments_class, enabled: bool) -> dict[str, Any]:
+    """Activation checkpointing under the name this transformers has (`activation_` since 5.2x, else `gradient_`)."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(arguments_class)}
+    prefix = "activation" if "activation_checkpointing" in names else "gradient"
+    kwargs = {"use_reentrant": False} if enabled else None
+    return {f"{prefix}_checkpointing": enabled, f"{prefix}_checkpointing_kwargs": kwargs}
 
 
 def training_arguments(config, precision: str, packed: bool):
@@ -285,8 +284,7 @@ def training_arguments(config, precision: str, packed: bool):
         max_grad_norm=config.max_grad_norm,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        activation_checkpointing=config.gradient_checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
+        **_checkpointing_arguments(TrainingArguments, config.gradient_checkpointing),
         seed=config.seed,
         logging_steps=config.logging_steps,
         save_strategy="steps",
@@ -305,11 +303,6 @@ def training_arguments(config, precision: str, packed: bool):
     )
 
 
-def _attention(model) -> str:
-    """The attention implementation the (possibly peft-wrapped) model runs."""
-    return getattr(getattr(model, "config", None), "_attn_implementation", None) or "unknown"
-
-
 def effective_batch_tokens(dataset, config, world_size: int) -> float:
     """Mean tokens per optimizer step: ranks × accumulation × rows per micro-batch × mean row length."""
     import pyarrow.compute as pc
@@ -324,11 +317,12 @@ def train(config) -> TrainResult:
     from rich.console import Console
     from transformers.trainer_callback import PrinterCallback
 
+    from .attention import fixed_row_options
     from .callbacks import MetricsJsonlCallback, RichProgressCallback
     from .collators import PackedCollator, PaddedCollator
     from .model_card import write_model_card
 
-    data = load_prepared(config.data)
+    data = read_prepared(config.data)
     resume_from = prepare_output_dir(config)
     precision = resolve_precision(config.precision)
     model, tokenizer = build_model(config, data)
@@ -337,7 +331,7 @@ def train(config) -> TrainResult:
     if not data.packed and "length" not in dataset.column_names:
         dataset = dataset.map(lambda r: {"length": len(r["input_ids"])}, desc="row lengths")
     collator = (
-        PackedCollator(config.objective)
+        PackedCollator(config.objective, **fixed_row_options(model, data.meta, config.micro_batch_size))
         if data.packed
         else PaddedCollator(tokenizer.pad_token_id, config.objective)
     )
@@ -359,20 +353,13 @@ def train(config) -> TrainResult:
         Console(stderr=True).print(
             f"effective batch ≈ {batch_tokens:,.0f} tokens/step ({args.world_size} rank(s) × "
             f"{config.gradient_accumulation_steps} accumulation × {config.micro_batch_size} row(s)); "
-            f"{'packed, padding-free' if data.packed else 'padded, length-grouped'}; {precision}"
+            f"{'packed, padding-free' if data.packed else 'padded, length-grouped'}; "
+            f"{describe_precision(precision, model)}"
             + (f"; resuming from {resume_from.name}" if resume_from else "")
         )
-        if data.packed and config.micro_batch_size > 1 and _attention(model) != "flash_attention_2":
-            Console(stderr=True).print(
-                f"[yellow]note:[/] {config.micro_batch_size} packs per micro-batch become one row of "
-                f"~{batch_tokens / (args.world_size * config.gradient_accumulation_steps):,.0f} tokens; without "
-                "flash-attention varlen, attention is quadratic in that length. On CPU/sdpa prefer "
-                "--micro-batch-size 1 and raise --grad-accum instead."
-            )
-        ckpt.write_json_atomic(
-            Path(config.output_dir) / "train_config.json",
-            resolved_config(config, precision, batch_tokens, args),
-        )
+        run_config = resolved_config(config, precision, batch_tokens, args)
+        run_config["resolved"]["precision_ran"] = describe_precision(precision, model)
+        ckpt.write_json_atomic(Path(config.output_dir) / "train_config.json", run_config)
     output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     save_final(trainer, config, tokenizer)
     losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]

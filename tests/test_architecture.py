@@ -1,0 +1,155 @@
+"""The package's import graph follows the declared layers (the README's architecture section).
+
+Layers import downward only; no module imports a module of a higher layer, not even inside a
+function, and no two modules import each other at module level. The README's architecture table
+names modules: each must exist, so the document cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import re
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "instructkit"
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+# Lowest first. A module belongs to the first layer whose prefix matches its dotted name.
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    (
+        "foundation",
+        (
+            "errors",
+            "lazy",
+            "atomic",
+            "fingerprint",
+            "sandbox",
+            "progress",
+            "cli_options",
+            "hub",
+        ),
+    ),
+    ("models", ("models",)),
+    ("data", ("data",)),
+    ("train", ("train",)),
+    ("evaluate", ("html_report", "evaluate")),
+    ("synth", ("synth",)),
+    ("executors", ("executors",)),
+    ("pipeline", ("recipe", "stage", "pipeline_inputs", "pipeline_stages", "pipeline", "sweep", "report")),
+    ("commands", ("cli", "pipeline_cli", "models_cli", "doctor", "doctor_cli", "__main__")),
+]
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return ".".join(p for p in parts if p != "__init__")
+
+
+def _layer(module: str) -> int | None:
+    for index, (_, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            if module == prefix or module.startswith(prefix + "."):
+                return index
+    return None
+
+
+def _resolve(module: str, is_package: bool, node: ast.ImportFrom) -> list[str]:
+    """Dotted in-package names an ImportFrom refers to (relative or `instructkit.` absolute)."""
+    if node.level == 0:
+        if not (node.module or "").startswith("instructkit"):
+            return []
+        base = node.module.split(".")[1:]
+    else:
+        here = module.split(".") if module else []
+        anchor = here if is_package else here[:-1]
+        anchor = anchor[: len(anchor) - (node.level - 1)] if node.level > 1 else anchor
+        base = anchor + (node.module.split(".") if node.module else [])
+    names = [".".join(base)] if base else []
+    if not node.module:  # `from . import x`: x is a module
+        names = [".".join(base + [alias.name]) for alias in node.names]
+    return [n for n in names if n]
+
+
+def import_graph() -> dict[str, list[tuple[str, bool]]]:
+    """module -> [(imported module, imported at module level)] for every module of the package."""
+    graph: dict[str, list[tuple[str, bool]]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = _module_name(path)
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        top_level = {id(n) for n in tree.body}
+        edges = []
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                for target in _resolve(module, path.name == "__init__.py", node):
+                    edges.append((target, id(node) in top_level))
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.startswith("instructkit."):
+                        edges.append((alias.name.split(".", 1)[1], id(node) in top_level))
+        graph[module] = edges
+    return graph
+
+
+def test_every_module_belongs_to_a_layer():
+    unplaced = [m for m in import_graph() if m and _layer(m) is None]
+    assert not unplaced, f"modules in no declared layer: {unplaced}"
+
+
+def test_imports_flow_downward_only():
+    violations = []
+    for module, edges in import_graph().items():
+        if not module:
+            continue
+        for target, _ in edges:
+            mine, theirs = _layer(module), _layer(target)
+            if theirs is not None and mine is not None and theirs > mine:
+                violations.append(f"{module} ({LAYERS[mine][0]}) imports {target} ({LAYERS[theirs][0]})")
+    assert not violations, "upward imports:\n" + "\n".join(sorted(set(violations)))
+
+
+def test_no_import_circles_at_module_level():
+    graph = {m: {t for t, top in edges if top and t != m} for m, edges in import_graph().items()}
+    graph = {m: {t for t in targets if t in graph} for m, targets in graph.items()}
+    state: dict[str, int] = {}
+    cycles: list[str] = []
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                cycles.append(" -> ".join(trail[trail.index(nxt) :] + [nxt]))
+            elif nxt not in state:
+                visit(nxt, trail + [nxt])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert not cycles, "import circles:\n" + "\n".join(cycles)
+
+
+def _readme_modules() -> list[str]:
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## Architecture", 1)[1].split("\n## ", 1)[0]
+    return sorted(set(re.findall(r"`instructkit\.([a-z_.]+)`", section)))
+
+
+def test_readme_architecture_names_real_modules():
+    named = _readme_modules()
+    assert len(named) >= 15, "the architecture section should name the module of every stage"
+    for module in named:
+        importlib.import_module(f"instructkit.{module}")
+
+
+@pytest.mark.parametrize("module", ["instructkit.cli"])
+def test_the_cli_imports_no_heavy_library(module):
+    """`instructkit --help` stays fast: the command modules import torch/transformers/datasets lazily."""
+    import subprocess
+    import sys
+
+    code = f"import {module}, sys; print(sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", f"importing {module} pulled in {out.strip()}"
