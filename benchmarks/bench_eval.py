@@ -1,10 +1,14 @@
-"""Parity and speed of `instructkit.evaluate` against lm-evaluation-harness on one tiny model (CPU).
+"""Parity and speed of `instructkit.evaluate` against lm-evaluation-harness on a real pretrained model.
 
-    python benchmarks/bench_eval.py [--piqa 300 --aqua 100 --gsm 24 --preset small --batch-size 16]
+    python benchmarks/bench_eval.py [--piqa 300 --aqua 100 --bbh 30 --gsm 30 --repeat 3 --threads 1]
 
-Both tools load the same saved model directory and score the same rows with the same prompt format:
-PIQA valid (2-way, multi-token choices), AQuA test (5-way, multi-token choices) by loglikelihood, and
-GSM8K test 0-shot greedy generation (exact match on the last number). Writes benchmarks/results/eval.md.
+SmolLM2-135M-Instruct (`instructkit models fetch`, fp32, CPU) loaded once and handed to both tools
+(lm-eval's `HFLM(pretrained=<model>)`), scoring the same rows with the same prompt strings: PIQA valid
+(2-way) and AQuA test (5-way) by loglikelihood, BBH answer-only 3-shot (3 tasks) and GSM8K 8-shot CoT
+by greedy generation. instructkit builds each prompt; lm-eval gets it as a 0-shot local JSON task whose
+`doc_to_text` is that prompt, so the few-shot exemplars are identical. Each repeat times both tools
+back to back on every task (tokenisation included, task construction excluded); the speed-up reported
+is the median of the per-repeat ratios. Writes benchmarks/results/eval.md and eval.json.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -20,231 +26,214 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import machine, write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("INSTRUCTKIT_SHARED_DATA", REPO.parent / "shared" / "data"))
-OUT = REPO / "benchmarks" / "results" / "eval.md"
+BBH_TASKS = ("boolean_expressions", "date_understanding", "sports_understanding")
 
-LMEVAL_YAML = {
-    "piqa_local": """task: piqa_local
+MC_YAML = """task: {name}
 dataset_path: json
-dataset_kwargs: {{data_files: {{validation: {path}}}}}
+dataset_kwargs: {{data_files: {{test: {path}}}}}
 output_type: multiple_choice
-validation_split: validation
-doc_to_text: "Question: {{{{goal}}}}\\nAnswer:"
-doc_to_target: label
-doc_to_choice: "{{{{[sol1, sol2]}}}}"
-metric_list: [{{metric: acc}}, {{metric: acc_norm}}]
-""",
-    "aqua_local": """task: aqua_local
-dataset_path: json
-dataset_kwargs: {{data_files: {{validation: {path}}}}}
-output_type: multiple_choice
-validation_split: validation
-doc_to_text: "{{{{query}}}}"
+test_split: test
+doc_to_text: "{{{{prompt}}}}"
 doc_to_target: gold
 doc_to_choice: "{{{{choices}}}}"
+target_delimiter: " "
 metric_list: [{{metric: acc}}, {{metric: acc_norm}}]
-""",
-    "gsm_local": """task: gsm_local
+"""
+GEN_YAML = """task: {name}
 dataset_path: json
-dataset_kwargs: {{data_files: {{validation: {path}}}}}
+dataset_kwargs: {{data_files: {{test: {path}}}}}
 output_type: generate_until
-validation_split: validation
-doc_to_text: "{{{{query}}}}"
+test_split: test
+doc_to_text: "{{{{prompt}}}}"
 doc_to_target: "{{{{answer}}}}"
-generation_kwargs: {{until: ["\\n\\n", "\\nQ:"], do_sample: false, max_gen_toks: {max_new}}}
+generation_kwargs: {{until: {until}, do_sample: false, max_gen_toks: {max_new}}}
 metric_list: [{{metric: exact_match}}]
-""",
-}
+"""
 
 
-def build_model(tmp: Path, preset: str) -> Path:
-    """A tiny Llama + BPE tokenizer trained on the benchmark text, saved where lm-eval can load it."""
-    from instructkit.evaluate.suites.io import read_jsonl
-    from instructkit.train.models import build_tiny_model, train_tiny_tokenizer
-
-    texts = [r["goal"] + " " + r["sol1"] for r in read_jsonl(DATA / "piqa" / "valid.jsonl")]
-    texts += [r["question"] for r in read_jsonl(DATA / "gsm8k" / "train.jsonl")[:3000]]
-    tokenizer = train_tiny_tokenizer(texts, vocab_size=4096)
-    model = build_tiny_model(preset, tokenizer, seed=0).eval()
-    path = tmp / "model"
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
-def our_tasks(args):
-    """The three tasks as instructkit builds them, truncated to the benchmark sizes."""
+def our_tasks(args) -> list:
+    """The benchmark tasks as instructkit builds them, cut to the benchmark sizes."""
     from instructkit.evaluate.suites.registry import load_benchmark
 
     piqa = load_benchmark("piqa", DATA)[0]
     aqua = load_benchmark("aqua", DATA)[0]
-    gsm = load_benchmark("gsm8k", DATA, num_fewshot=0)[0]
+    bbh = load_benchmark("bbh", DATA, cot=False, tasks=list(BBH_TASKS))
+    gsm = load_benchmark("gsm8k", DATA, cot=True, num_fewshot=8)[0]
     piqa.docs, aqua.docs, gsm.docs = piqa.docs[: args.piqa], aqua.docs[: args.aqua], gsm.docs[: args.gsm]
-    gsm.max_new_tokens, gsm.stop, gsm.extractor = args.max_new, ("\n\n", "\nQ:"), "identity"
-    return piqa, aqua, gsm
+    for task in bbh:
+        task.docs = task.docs[: args.bbh]
+    return [piqa, aqua, *bbh, gsm]
 
 
-def write_lmeval_tasks(tmp: Path, tasks, max_new: int) -> Path:
-    """Same rows and prompts as local JSON Lines datasets + task YAMLs for lm-eval."""
-    piqa, aqua, gsm = tasks
-    rows = {
-        "piqa_local": [
-            {
-                "goal": d.query[len("Question: ") : -len("\nAnswer:")],
-                "sol1": d.choices[0],
-                "sol2": d.choices[1],
-                "label": d.gold,
-            }
-            for d in piqa.docs
-        ],
-        "aqua_local": [{"query": d.query, "choices": d.choices, "gold": d.gold} for d in aqua.docs],
-        "gsm_local": [{"query": d.query, "answer": d.answers[0]} for d in gsm.docs],
-    }
+def lmeval_name(task) -> str:
+    return "ik_" + task.name.replace("/", "_")
+
+
+def write_lmeval_tasks(tmp: Path, tasks) -> Path:
+    """Each task's rows with instructkit's exact prompt strings, as local JSON Lines + lm-eval YAML."""
+    from instructkit.evaluate.prompting import context
+
     folder = tmp / "lmeval_tasks"
     folder.mkdir()
-    for name, data in rows.items():
-        path = tmp / f"{name}.jsonl"
-        path.write_text("".join(json.dumps(r) + "\n" for r in data))
-        (folder / f"{name}.yaml").write_text(LMEVAL_YAML[name].format(path=path, max_new=max_new))
+    for task in tasks:
+        name, path = lmeval_name(task), tmp / f"{lmeval_name(task)}.jsonl"
+        rows = [{"prompt": context(task, d, "base"), "choices": d.choices, "gold": d.gold} for d in task.docs]
+        if task.method == "generate":
+            rows = [dict(r, answer=d.answers[0]) for r, d in zip(rows, task.docs)]
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        if task.method == "multiple_choice":
+            text = MC_YAML.format(name=name, path=path)
+        else:
+            text = GEN_YAML.format(
+                name=name, path=path, until=json.dumps(list(task.stop)), max_new=task.max_new_tokens
+            )
+        (folder / f"{name}.yaml").write_text(text)
     return folder
 
 
-def run_ours(model_dir: Path, tasks, batch_size: int) -> tuple[dict, dict]:
-    from instructkit.evaluate.backends.hf import HFBackend
+def time_ours(backend, task) -> tuple[list[dict], float]:
     from instructkit.evaluate.scoring import score_task
 
-    backend = HFBackend.from_pretrained(str(model_dir), dtype="float32", device="cpu", batch_size=batch_size)
-    warm = tasks[0].__class__(**{**tasks[0].__dict__, "docs": tasks[0].docs[:2]})
-    score_task(backend, warm)  # warm-up, like lm-eval's
-    out, times = {}, {}
-    for task in tasks:
-        start = time.perf_counter()
-        out[task.name] = score_task(backend, task)
-        times[task.name] = time.perf_counter() - start
-    return out, times
+    start = time.perf_counter()
+    records, _ = score_task(backend, task)
+    return records, time.perf_counter() - start
 
 
-def run_lmeval(model_dir: Path, folder: Path, batch_size: int) -> tuple[dict, dict]:
-    import lm_eval
-    from lm_eval.tasks import TaskManager
+def time_lmeval(lm, task_dict) -> tuple[list[dict], float]:
+    from lm_eval.evaluator import evaluate
 
-    manager = TaskManager(include_path=str(folder))
-    out, times = {}, {}
-    for name in ("piqa_local", "aqua_local", "gsm_local"):
-        start = time.perf_counter()
-        res = lm_eval.simple_evaluate(
-            model="hf",
-            model_args=f"pretrained={model_dir},dtype=float32",
-            tasks=[name],
-            device="cpu",
-            batch_size=batch_size,
-            log_samples=True,
-            task_manager=manager,
-        )
-        times[name] = time.perf_counter() - start
-        out[name] = sorted(res["samples"][name], key=lambda s: s["doc_id"])
-    return out, times
+    start = time.perf_counter()
+    out = evaluate(lm=lm, task_dict=task_dict, log_samples=True, bootstrap_iters=0, verbosity="ERROR")
+    elapsed = time.perf_counter() - start
+    (samples,) = out["samples"].values()
+    return sorted(samples, key=lambda s: s["doc_id"]), elapsed
 
 
-def parity(ours: dict, theirs: dict, tasks) -> list[str]:
-    """Per-example loglikelihood / accuracy / generation agreement lines."""
-    piqa, aqua, gsm = tasks
-    lines = []
-    for task, name in ((piqa, "piqa_local"), (aqua, "aqua_local")):
-        records = ours[task.name][0]
-        diffs, same_acc, same_norm = [], 0, 0
-        for rec, sample in zip(records, theirs[name]):
-            lls = [r[0][0] if isinstance(r[0], (list, tuple)) else r[0] for r in sample["resps"]]
-            diffs += [abs(a - float(b)) for a, b in zip(rec["loglikelihoods"], lls)]
-            same_acc += rec["acc"] == sample["acc"]
-            same_norm += rec["acc_norm"] == sample["acc_norm"]
-        n = len(records)
-        lines.append(
-            f"| {task.name} ({n} docs, {len(diffs)} choices) | max abs Δ loglikelihood {max(diffs):.2e} | "
-            f"acc equal {same_acc}/{n}, acc_norm equal {same_norm}/{n} | "
-            f"acc {ours[task.name][1]['acc']:.1f} vs {100 * sum(s['acc'] for s in theirs[name]) / n:.1f} |"
-        )
-    records = ours[gsm.name][0]
-    same_text = sum(r["output"] == s["filtered_resps"][0] for r, s in zip(records, theirs["gsm_local"]))
-    same_em = sum(
-        float(r["pred"].strip() == r["answers"][0]) == float(s["exact_match"])
-        for r, s in zip(records, theirs["gsm_local"])
-    )
-    n = len(records)
-    lines.append(
-        f"| {gsm.name} generation ({n} docs) | identical generated text {same_text}/{n} | "
-        f"exact-match equal {same_em}/{n} | |"
-    )
-    return lines
+def parity(task, ours: list[dict], theirs: list[dict]) -> dict:
+    """Per-example agreement: log-likelihoods and predictions, or generated text."""
+    n = len(ours)
+    if task.method == "multiple_choice":
+        their_lls = [[float(r[0][0]) for r in s["resps"]] for s in theirs]
+        diffs = [abs(a - b) for rec, lls in zip(ours, their_lls) for a, b in zip(rec["loglikelihoods"], lls)]
+        their_pred = [max(range(len(lls)), key=lambda i: (lls[i], -i)) for lls in their_lls]
+        same = sum(rec["pred"] == p for rec, p in zip(ours, their_pred))
+        return {
+            "docs": n,
+            "max_abs_dll": max(diffs),
+            "same_pred": same,
+            "acc_ours": 100 * statistics.mean(r["acc"] for r in ours),
+            "acc_lmeval": 100 * statistics.mean(float(s["acc"]) for s in theirs),
+        }
+    same_text = sum(rec["output"] == s["resps"][0][0] for rec, s in zip(ours, theirs))
+    return {"docs": n, "same_text": same_text, "acc_ours": 100 * statistics.mean(r["acc"] for r in ours)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--piqa", type=int, default=300)
     parser.add_argument("--aqua", type=int, default=100)
-    parser.add_argument("--gsm", type=int, default=24)
-    parser.add_argument("--max-new", type=int, default=32)
-    parser.add_argument("--preset", default="tiny:small")
+    parser.add_argument("--bbh", type=int, default=30, help="docs per BBH task (3 tasks)")
+    parser.add_argument("--gsm", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--model", default=None, help="model folder (default: fetched SmolLM2-135M-Instruct)")
     args = parser.parse_args()
     try:
         import lm_eval  # noqa: F401
     except ImportError:
-        print("lm-eval is not importable: install the bench extra (pip install 'instructkit[bench]')")
+        print("lm-eval is not importable: install the bench extra (pip install -e '.[bench]')")
         sys.exit(1)
     import torch
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager, get_task_dict
 
-    torch.set_num_threads(1)  # a shared 2-core machine: one thread each gives stable, comparable timings
+    from instructkit.evaluate.backends.hf import HFBackend
+    from instructkit.models.pretrained import fetch
+
+    torch.set_num_threads(args.threads)
+    model_dir = args.model or str(fetch("smollm2-135m-instruct").directory)
+    ours = HFBackend.from_pretrained(model_dir, dtype="float32", device="cpu", batch_size=args.batch_size)
+    lm = HFLM(pretrained=ours.model, tokenizer=ours.tokenizer, batch_size=args.batch_size, device="cpu")
+    tasks = our_tasks(args)
+    load = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
-        model_dir = build_model(tmp, args.preset)
-        tasks = our_tasks(args)
-        folder = write_lmeval_tasks(tmp, tasks, args.max_new)
-        ours, our_times = run_ours(model_dir, tasks, args.batch_size)
-        theirs, their_times = run_lmeval(model_dir, folder, args.batch_size)
-    section = render(args, tasks, ours, our_times, theirs, their_times)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(section)
-    print(section)
+        manager = TaskManager(include_path=str(write_lmeval_tasks(Path(tmp_name), tasks)))
+        task_dicts = {t.name: get_task_dict([lmeval_name(t)], manager) for t in tasks}
+        time_ours(ours, tasks[0].__class__(**{**tasks[0].__dict__, "docs": tasks[0].docs[:2]}))  # warm-up
+        runs: dict[str, list[tuple[float, float]]] = {t.name: [] for t in tasks}
+        results = {}
+        for r in range(args.repeat):
+            for task in tasks:
+                mine, our_s = time_ours(ours, task)
+                theirs, their_s = time_lmeval(lm, task_dicts[task.name])
+                runs[task.name].append((our_s, their_s))
+                results[task.name] = parity(task, mine, theirs)
+                print(f"repeat {r} {task.name}: ours {our_s:.1f}s lm-eval {their_s:.1f}s", flush=True)
+    load_after = os.getloadavg()
+    render(args, tasks, runs, results, load, load_after)
 
 
-def render(args, tasks, ours, our_times, theirs, their_times) -> str:
+def render(args, tasks, runs, results, load, load_after) -> None:
     import lm_eval
     import torch
     import transformers
 
-    names = {"piqa": "piqa_local", "aqua_direct": "aqua_local", "gsm8k_cot": "gsm_local"}
-    speed = []
+    command = (
+        f"python benchmarks/bench_eval.py --piqa {args.piqa} --aqua {args.aqua} --bbh {args.bbh} "
+        f"--gsm {args.gsm} --batch-size {args.batch_size} --repeat {args.repeat} --threads {args.threads}"
+    )
+    speed, agree = [], []
     for task in tasks:
-        ours_s, theirs_s = our_times[task.name], their_times[names[task.name]]
+        ours_s = [o for o, _ in runs[task.name]]
+        theirs_s = [t for _, t in runs[task.name]]
+        ratio = statistics.median(t / o for o, t in runs[task.name])
         speed.append(
-            f"| {task.name} | {len(task.docs)} | {ours_s:.1f} | {theirs_s:.1f} | {theirs_s / ours_s:.2f}× |"
+            f"| {task.name} | {len(task.docs)} | {statistics.median(ours_s):.1f} | "
+            f"{statistics.median(theirs_s):.1f} | {ratio:.2f}× |"
         )
-    return "\n".join(
+        p = results[task.name]
+        if "max_abs_dll" in p:
+            agree.append(
+                f"| {task.name} | {p['docs']} | max abs Δ loglikelihood {p['max_abs_dll']:.1e} | "
+                f"same prediction {p['same_pred']}/{p['docs']} | acc {p['acc_ours']:.1f} vs {p['acc_lmeval']:.1f} |"
+            )
+        else:
+            agree.append(
+                f"| {task.name} | {p['docs']} | identical generated text {p['same_text']}/{p['docs']} | | "
+                f"acc {p['acc_ours']:.1f} |"
+            )
+    markdown = "\n".join(
         [
-            "## Evaluation: instructkit vs lm-evaluation-harness",
+            "## Evaluation on a real model: instructkit vs lm-evaluation-harness",
             "",
-            f"Command: `python benchmarks/bench_eval.py --piqa {args.piqa} --aqua {args.aqua} --gsm {args.gsm} "
-            f"--preset {args.preset} --batch-size {args.batch_size}`; CPU, fp32, {torch.get_num_threads()} threads; "
-            f"lm-eval {lm_eval.__version__}, transformers {transformers.__version__}, torch {torch.__version__}. "
-            "Same saved model, same rows, same prompt strings (lm-eval tasks defined as local JSON datasets).",
+            f"`{command}` — SmolLM2-135M-Instruct, fp32, CPU ({machine()}), {torch.get_num_threads()} "
+            f"torch thread(s) for both tools; batch size {args.batch_size} for both (lm-eval: requests per "
+            f"forward; instructkit: packed rows per forward). lm-eval {lm_eval.__version__}, transformers "
+            f"{transformers.__version__}, torch {torch.__version__}, Python {platform.python_version()}. "
+            f"Load average before / after: {load[0]:.1f} / {load_after[0]:.1f} (a shared machine). Same model "
+            "object, same rows, same prompt strings (instructkit's, given to lm-eval as local JSON tasks).",
             "",
-            "### Parity (per example)",
+            "### Parity (per example, last repeat)",
             "",
-            "| task | loglikelihoods / text | accuracy | score (ours vs lm-eval) |",
-            "|---|---|---|---|",
-            *parity(ours, theirs, tasks),
+            "| task | docs | log-likelihoods / text | predictions | score (ours vs lm-eval) |",
+            "|---|---|---|---|---|",
+            *agree,
             "",
-            "### Throughput (one run each after a warm-up, wall seconds; model loaded once for both; lm-eval's time includes its per-task dataset setup)",
+            f"### Wall time (median of {args.repeat} back-to-back repeats; speed-up = median per-repeat ratio)",
             "",
             "| task | docs | instructkit s | lm-eval s | speed-up |",
             "|---|---|---|---|---|",
             *speed,
-            "",
         ]
     )
+    write_section("eval", markdown, {"command": command, "runs": runs, "parity": results})
 
 
 if __name__ == "__main__":

@@ -97,6 +97,7 @@ def test_changed_generation_setting_or_few_shot_count_misses(tiny_model, tiny_to
                 "temperature": 0.7,
                 "n": 2,
                 "seed": 1,
+                "prompt_ids": (1, 2, 3),
             },
         ),
     ],

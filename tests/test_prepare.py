@@ -101,7 +101,7 @@ def long_rows(n: int) -> list[dict]:
 @pytest.mark.parametrize(
     ("policy", "expect"),
     [
-        ("truncate", {"truncated": 1, "dropped_no_trainable": 1, "examples_out": 2}),
+        ("truncate", {"truncated": 1, "dropped_truncated": 1, "dropped_no_trainable": 0, "examples_out": 2}),
         ("drop", {"dropped_overlong": 2, "examples_out": 1}),
     ],
 )
@@ -195,5 +195,20 @@ def test_shared_training_data_prepares_without_error(
         progress=False,
     )
     assert stats["examples_in"] == expected_rows and stats["rejected"] == 0
-    assert stats["examples_out"] + stats["dropped_no_trainable"] >= expected_rows
+    assert stats["examples_out"] + stats["dropped_no_trainable"] + stats["dropped_truncated"] >= expected_rows
     assert stats["packing_efficiency"] > 0.95
+
+
+def test_mixed_format_prepare_records_every_format_with_files_and_rows(tokenizer_dir, tmp_path):
+    chats = write_jsonl(tmp_path / "chats.jsonl", [GOOD] * 3)
+    alpaca = write_jsonl(
+        tmp_path / "alpaca.jsonl", [{"instruction": "Say hi.", "input": "", "output": "hi"}] * 2
+    )
+    stats = prepare(cfg([chats, alpaca], tokenizer_dir, tmp_path / "o"), progress=False)
+    assert [f["format"] for f in stats["files"]] == ["messages", "alpaca"]
+    settings = json.loads((tmp_path / "o" / "prepare.json").read_text())
+    assert settings["format"] == "mixed"
+    assert settings["formats"] == {
+        "alpaca": {"files": [str(alpaca)], "rows_read": 2, "rows_kept": 2},
+        "messages": {"files": [str(chats)], "rows_read": 3, "rows_kept": 3},
+    }

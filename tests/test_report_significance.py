@@ -86,3 +86,21 @@ def test_eval_report_shows_intervals_and_the_test_against_the_first_run(tmp_path
     assert "| heldout_rows/task0 | acc | 25.0 | 25.0 [" in text
     assert "| normalized average | -7.1 [" in text and "significant (p<0.001)" in text
     assert "not significant (p=" in text
+
+
+def test_run_console_summary_includes_benchmark_rows(tmp_path, monkeypatch):
+    from rich.console import Console
+
+    from instructkit import pipeline_cli
+
+    piqa = {"piqa": ("", 50.0, flips(20, 15))}  # a benchmark: no eval-set cluster, its own group
+    inputs = write_pipeline_run(
+        tmp_path / "q", {**BASE, **piqa}, {**TUNED, "piqa": ("", 50.0, flips(20, 14))}
+    )
+    report = write_run_report(load_recipe("quickstart")[0], inputs, tmp_path / "q" / "report")
+    monkeypatch.setattr(pipeline_cli, "console", Console(record=True, width=200))
+    pipeline_cli._print_report_tables(report)
+    printed = pipeline_cli.console.export_text()
+    assert "piqa" in printed and "50.0 [" in printed and "40.0 [" in printed  # 75% → 70% normalized
+    assert "piqa changed by -10.0 normalized points (50.0 → 40.0)" in printed
+    assert "heldout_cluster/0-shot" in printed and "Normalized average, tuned" in printed

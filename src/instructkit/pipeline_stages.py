@@ -281,8 +281,8 @@ def _load_for_eval(recipe: Recipe, which: str, inputs: dict[str, Path]):
     """The tuned model from the train stage, or the base model exactly as training started from it."""
     import torch
 
-    from .hub import load_causal_lm, load_tokenizer
-    from .train.models import build_tiny_model, is_tiny
+    from .models.loading import load_causal_lm, load_tokenizer
+    from .models.tiny import build_tiny_model, is_tiny
 
     # The tokenizer the data was prepared (and the model trained) with; fp32 like training.
     tokenizer = load_tokenizer(str(inputs["prepare"] / "tokenizer"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -45,13 +46,15 @@ def read_examples(
     rejects: RejectLog,
     skipped_files: list[dict[str, str]] | None = None,
     skip_unknown_files: bool = False,
+    file_formats: dict[str, str] | None = None,
 ) -> tuple[datasets.Dataset, str | None, dict[str, int]]:
     """Read every source row into conversations (or raw text rows).
 
     Returns (dataset, format, rows read per input file). Hidden entries of a directory, files of
     unknown kind (with `skip_unknown_files`) and files whose rows fit no format (e.g. a metadata JSON
-    next to the data) are listed in `skipped_files`; a file named directly must fit. The dataset's
-    `source`/`row_id` are always the input file and row, never the record's own metadata fields.
+    next to the data) are listed in `skipped_files`; a file named directly must fit. `file_formats`
+    receives each read file's own format (the returned one is the first; a mix is recorded per file).
+    The dataset's `source`/`row_id` are always the input file and row, never the record's own fields.
     """
     units, skipped = expand_sources(sources, skip_unknown_files)
     if skipped_files is not None:
@@ -73,6 +76,8 @@ def read_examples(
                 f"{unit}: mixes raw text rows with conversation rows; prepare them separately"
             )
         rows_read.setdefault(unit, 0)
+        if file_formats is not None and unit_format is not None:
+            file_formats[unit] = unit_format
         for raw in iter_source_rows(unit):
             rows_read[raw.file] = rows_read.get(raw.file, 0) + 1
             if raw.error is not None:
@@ -183,7 +188,8 @@ def apply_length_policy(ids: list[int], labels: list[int], max_length: int, poli
         yield [], [], "dropped_overlong"
     elif policy == "truncate":
         ids, labels = ids[:max_length], labels[:max_length]
-        yield (ids, labels, "truncated") if _trainable(labels) else ([], [], "dropped_no_trainable")
+        # a reply cut off entirely is lost to truncation: counted as such, not as "no trained token"
+        yield (ids, labels, "truncated") if _trainable(labels) else ([], [], "dropped_truncated")
     else:
         for start in range(0, len(ids), max_length):
             piece_ids, piece_labels = ids[start : start + max_length], labels[start : start + max_length]
@@ -223,8 +229,8 @@ def tokenize_dataset(
 
 def load_prepare_tokenizer(cfg: PrepareConfig, ds: datasets.Dataset, text: bool):
     """Load the tokenizer, or train a tiny BPE on the data for `tiny[:preset]`."""
-    from ..hub import load_tokenizer
-    from ..train.models import is_tiny, tiny_preset, train_tiny_tokenizer
+    from ..models.loading import load_tokenizer
+    from ..models.tiny import is_tiny, tiny_preset, train_tiny_tokenizer
 
     if not cfg.tokenizer:
         raise InstructkitError(
@@ -239,11 +245,20 @@ def load_prepare_tokenizer(cfg: PrepareConfig, ds: datasets.Dataset, text: bool)
     return load_tokenizer(cfg.tokenizer, trust_remote_code=cfg.trust_remote_code)
 
 
-def prepare(cfg: PrepareConfig, progress: bool = True) -> dict[str, Any]:
-    """Run the whole preparation; writes the output directory and returns the stats."""
+def prepare(
+    cfg: PrepareConfig,
+    progress: bool = True,
+    tokenize: Callable[..., datasets.Dataset] = tokenize_dataset,
+    pack: Callable[..., tuple[pa.Table, Any]] = pack_table,
+) -> dict[str, Any]:
+    """Run the whole preparation; writes the output directory and returns the stats.
+
+    `tokenize` (same signature as `tokenize_dataset`) and `pack` (as `pack_table`) are the two steps
+    another executor may run elsewhere (`instructkit.executors.ray_prepare`); all else stays here.
+    """
     if cfg.overlong == "split" and cfg.loss_on != "all":
         raise InstructkitError("--overlong split is for pretraining data only (use it with --loss-on all)")
-    from ..train.models import check_max_length
+    from ..models.loading import check_max_length
 
     check_max_length(cfg.tokenizer, cfg.max_length, cfg.trust_remote_code)  # when it names a model
     if not progress:
@@ -252,8 +267,9 @@ def prepare(cfg: PrepareConfig, progress: bool = True) -> dict[str, Any]:
     t0 = time.perf_counter()
     rejects = RejectLog(cfg.on_error)
     skipped_files: list[dict[str, str]] = []
+    file_formats: dict[str, str] = {}
     ds, fmt, rows_read = read_examples(
-        cfg.sources, cfg.format, rejects, skipped_files, cfg.skip_unknown_files
+        cfg.sources, cfg.format, rejects, skipped_files, cfg.skip_unknown_files, file_formats
     )
     if len(ds) == 0:  # nothing to tokenize (every row rejected, or no data): stop with the rejects written
         _stop_empty(cfg, _empty_stats(rows_read, rejects, Counter(), skipped_files), rejects)
@@ -268,7 +284,7 @@ def prepare(cfg: PrepareConfig, progress: bool = True) -> dict[str, Any]:
     if not text:
         tokenizer.chat_template = chat_tok.template  # train and eval render with the template masked here
     t1 = time.perf_counter()
-    tokenized = tokenize_dataset(ds, chat_tok, cfg, text)
+    tokenized = tokenize(ds, chat_tok, cfg, text)
     timings["tokenize"] = time.perf_counter() - t1
     table = tokenized.data.table
     status = Counter(dict(zip(*[c.to_pylist() for c in pc.value_counts(table.column("status")).flatten()])))
@@ -276,12 +292,14 @@ def prepare(cfg: PrepareConfig, progress: bool = True) -> dict[str, Any]:
     kept = datasets.Dataset(table.filter(pc.is_in(table.column("status"), pa.array(KEPT_STATUSES))))
     stats = _count(kept, status, sum(rows_read.values()), len(rejects), len(ds))
     stats["files"] = file_counts(rows_read, kept.data.table, rejects)
+    for entry in stats["files"]:
+        entry["format"] = file_formats.get(entry["path"])
     stats["skipped_files"] = skipped_files
     if len(kept) == 0:
         _stop_empty(cfg, stats, rejects)
 
     t2 = time.perf_counter()
-    final = _finish_rows(kept, cfg, stats)
+    final = _finish_rows(kept, cfg, stats, pack)
     timings["pack" if cfg.pack else "index"] = time.perf_counter() - t2
     stats["seconds"] = {k: round(v, 3) for k, v in timings.items()}
     stats["examples_per_second"] = round(stats["examples_in"] / max(1e-9, time.perf_counter() - t0), 1)
@@ -317,6 +335,7 @@ def _empty_stats(
         "rejected": len(rejects),
         "dropped_overlong": status.get("dropped_overlong", 0),
         "dropped_no_trainable": status.get("dropped_no_trainable", 0),
+        "dropped_truncated": status.get("dropped_truncated", 0),
         "examples_out": 0,
         "files": file_counts(rows_read, empty, rejects),
         "skipped_files": skipped_files,
@@ -330,7 +349,7 @@ def _stop_empty(cfg: PrepareConfig, stats: dict[str, Any], rejects: RejectLog) -
         rejects_path = rejects.write(tmp / "rejects.jsonl")
         stats["rejects_file"] = str(out / "rejects.jsonl") if rejects_path else None
         (tmp / "stats.json").write_text(json.dumps(stats, indent=2))
-    dropped = stats.get("dropped_overlong", 0) + stats.get("dropped_no_trainable", 0)
+    dropped = sum(stats.get(k, 0) for k in ("dropped_overlong", "dropped_no_trainable", "dropped_truncated"))
     files = len(stats["files"])
     see = f"{out / 'rejects.jsonl'} and {out / 'stats.json'}" if rejects_path else str(out / "stats.json")
     raise InstructkitError(
@@ -359,6 +378,7 @@ def _count(
         "truncated": status.get("truncated", 0),
         "dropped_overlong": status.get("dropped_overlong", 0),
         "dropped_no_trainable": status.get("dropped_no_trainable", 0),
+        "dropped_truncated": status.get("dropped_truncated", 0),  # every trained token was past max_length
         "split_examples": status.get("split", 0),
         "split_pieces": status.get("split", 0) + status.get("split_piece", 0),
         "examples_out": len(kept),
@@ -368,11 +388,13 @@ def _count(
     }
 
 
-def _finish_rows(kept: datasets.Dataset, cfg: PrepareConfig, stats: dict[str, Any]) -> datasets.Dataset:
+def _finish_rows(
+    kept: datasets.Dataset, cfg: PrepareConfig, stats: dict[str, Any], pack: Callable = pack_table
+) -> datasets.Dataset:
     """Pack (global best-fit decreasing) or keep rows unpacked with a `length` column for grouping."""
     table = kept.data.table.select(["input_ids", "labels"])
     if cfg.pack:
-        packed, pstats = pack_table(table, cfg.max_length)
+        packed, pstats = pack(table, cfg.max_length)
         stats.update(
             packs=pstats.packs,
             packing_efficiency=round(pstats.efficiency, 6),
@@ -396,5 +418,20 @@ def _write_output(
     rejects: RejectLog,
 ) -> None:
     """Save the prepared folder (atomically, in the one format `train` reads)."""
-    settings = {**cfg.model_dump(mode="json"), "format": fmt, "packed": cfg.pack}
+    formats = formats_summary(stats.get("files", []))
+    fmt = fmt if len(formats) <= 1 else "mixed"  # `formats` says which, with files and rows
+    settings = {**cfg.model_dump(mode="json"), "format": fmt, "formats": formats, "packed": cfg.pack}
     write_prepared(cfg.out, final, tokenizer, settings, stats, rejects.write)
+
+
+def formats_summary(files: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per input format: its files and their rows read and kept (prepare.json records every format of a mix)."""
+    out: dict[str, dict[str, Any]] = {}
+    for entry in files:
+        if entry.get("format") is None:
+            continue
+        group = out.setdefault(entry["format"], {"files": [], "rows_read": 0, "rows_kept": 0})
+        group["files"].append(entry["path"])
+        group["rows_read"] += entry["rows_read"]
+        group["rows_kept"] += entry["rows_kept"]
+    return dict(sorted(out.items()))

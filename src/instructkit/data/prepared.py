@@ -49,7 +49,7 @@ def write_prepared(
     extra: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write the whole folder atomically; `settings` gains the tokenizer identity, `stats` the rejects path."""
-    from ..tokenizer_identity import IDENTITY_KEY, tokenizer_identity
+    from ..models.identity import IDENTITY_KEY, tokenizer_identity
 
     out = Path(out)
     with atomic_dir(out) as tmp:

@@ -40,8 +40,9 @@ from typing import Any
 import jinja2
 
 from ..errors import InstructkitError, TemplateMaskError
+from ..models.chat_templates import BUILTIN_TEMPLATES
 from ..sandbox import DEFAULT_LIMITS, Limits
-from .chat_templates import BUILTIN_TEMPLATES, ChatTemplate
+from .chat_templates import ChatTemplate
 from .conversation import TOOL_ROLES, TOOLS_UNSUPPORTED
 from .prepare_config import ControlTokens, LossOn
 from .prepared import IGNORE_INDEX

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from ..errors import InstructkitError
+from ..executors import EXECUTOR_HELP, RAY_ADDRESS_HELP, check_executor
 
 eval_app = typer.Typer(
     help="Evaluate models: held-out catalog tasks and benchmark suites (flan, tulu, YAML).",
@@ -45,6 +46,8 @@ def run_cmd(
     limit: int = typer.Option(None, help="first N examples per task"),
     seed: int = typer.Option(0),
     allow_code_execution: bool = typer.Option(False, help="run generated code against tests (HumanEval)"),
+    executor: str = typer.Option("local", help=EXECUTOR_HELP),
+    ray_address: str = typer.Option(None, help=RAY_ADDRESS_HELP),
 ) -> None:
     """Evaluate MODEL on a suite and/or tasks; prints the summary table."""
     from .report import markdown_table
@@ -63,7 +66,10 @@ def run_cmd(
         seed=seed,  # type: ignore[arg-type]
         allow_code_execution=allow_code_execution,
     )
-    engine = _backend(backend, model, served_model, batch_size, deterministic)
+    if check_executor(executor, ray_address) == "ray":  # one model per actor, requests split across them
+        engine = _ray_backend(backend, model, served_model, batch_size, deterministic, ray_address)
+    else:
+        engine = _backend(backend, model, served_model, batch_size, deterministic)
     results = evaluate(engine, config=config, out_dir=out)
     console.print(markdown_table([dict(results, _dir=str(out))]))
     console.print(f"results: {out / 'results.json'}")
@@ -85,6 +91,22 @@ def _backend(kind: str, model: str, served_model: str, batch_size: int, determin
 
         return OpenAICompatBackend(model, served_model or "default")
     raise InstructkitError(f"unknown backend {kind!r}; backends: hf, vllm, openai")
+
+
+def _ray_backend(
+    kind: str, model: str, served: str, batch_size: int, deterministic: bool, address: str | None
+):
+    """`_backend` built once in each actor of a Ray pool (instructkit.executors.ray_eval)."""
+    import functools
+
+    from ..executors.ray_eval import ray_backend
+
+    if kind == "openai":
+        raise InstructkitError(
+            "--executor ray runs local models (hf, vllm); an OpenAI endpoint scales itself"
+        )
+    factory = functools.partial(_backend, kind, model, served, batch_size, deterministic)
+    return ray_backend(factory, address, gpu=kind == "vllm")
 
 
 @eval_app.command("report")

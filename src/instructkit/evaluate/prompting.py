@@ -60,3 +60,12 @@ def _turns(task: EvalTask, doc: EvalDoc) -> list[dict[str, str]]:
     if task.fewshot_text is not None:
         query = task.fewshot_text + task.fewshot_delimiter + query
     return turns + [{"role": "user", "content": query}]
+
+
+def stop_token_ids(model: object, tokenizer: object) -> frozenset[int]:
+    """Token ids that end a generation: the tokenizer's EOS plus every `eos_token_id` of the model's
+    `generation_config.json` (an int or a list, e.g. Llama 3's <|eot_id|> and <|end_of_text|>)."""
+    ids = {getattr(tokenizer, "eos_token_id", None)}
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update(configured if isinstance(configured, (list, tuple)) else [configured])
+    return frozenset(i for i in ids if isinstance(i, int))

@@ -24,7 +24,11 @@ class LoglikelihoodRequest:
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """Generate after `prompt`: greedy when temperature is 0, else `n` samples sharing the prompt prefix."""
+    """Generate after `prompt`: greedy when temperature is 0, else `n` samples sharing the prompt prefix.
+
+    `prompt_ids`, when given, are the prompt's token ids and are used instead of tokenizing `prompt`
+    (the synthesizer builds token-budgeted prompts whose BOS must not be added twice).
+    """
 
     prompt: str
     stop: tuple[str, ...] = ()
@@ -32,10 +36,14 @@ class GenerationRequest:
     temperature: float = 0.0
     n: int = 1
     seed: int = 0
+    prompt_ids: tuple[int, ...] = ()
 
     def key(self) -> str:
-        """Stable hash of the request, used as the cache key."""
-        return _digest("gen", asdict(self))
+        """Stable hash of the request, used as the cache key (text-only requests keep their old keys)."""
+        payload = asdict(self)
+        if not self.prompt_ids:
+            del payload["prompt_ids"]
+        return _digest("gen", payload)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from ..executors import EXECUTOR_HELP, RAY_ADDRESS_HELP, check_executor
+
 synth_app = typer.Typer(
     help="Instruction Pre-Training: synthesize instruction–response pairs for raw text.", no_args_is_help=True
 )
@@ -43,9 +45,13 @@ def generate(
     limit: int | None = typer.Option(None, help="Read only the first N texts."),
     text_field: str = typer.Option("text", help="Column holding the raw text."),
     group_field: str | None = typer.Option(None, help="Column grouping texts of one document into chains."),
+    executor: str = typer.Option("local", help=EXECUTOR_HELP),
+    ray_address: str | None = typer.Option(None, help=RAY_ADDRESS_HELP),
 ) -> None:
     """Write instruction–response pairs for each raw text (sharded; a rerun skips finished shards)."""
     from .generate import GenerateConfig, generate_pairs
+
+    on_ray = check_executor(executor, ray_address) == "ray"
 
     if model is None:
         from .demo import SIZES, train_default_synthesizer
@@ -72,6 +78,11 @@ def generate(
         max_shards=max_shards,
         limit=limit,
     )
+    if on_ray:  # --num-workers: actors in the pool (default: one per GPU, else per CPU)
+        from ..executors.ray_synth import generate_pairs_ray
+
+        _print(generate_pairs_ray(cfg, ray_address))
+        return
     _print(generate_pairs(cfg))
 
 

@@ -94,7 +94,7 @@ def build_corpus(
     cfg: CorpusConfig, records: list[dict[str, Any]] | None = None, tokenizer=None
 ) -> dict[str, Any]:
     """Write the augmented (and mixed) corpus to `cfg.out`; returns the statistics."""
-    from ..hub import load_tokenizer
+    from ..models.loading import load_tokenizer
 
     records = records if records is not None else read_pair_records(cfg.pairs)
     count = TokenCounter(tokenizer or load_tokenizer(cfg.tokenizer))

@@ -163,8 +163,8 @@ def _eval_rows(out: Path, s: DemoSize) -> list[dict[str, str]]:
 
 
 def _save_untrained(synth: Path, target: Path, preset: str, max_length: int) -> Path:
-    from ..hub import load_tokenizer
-    from ..train.models import build_tiny_model
+    from ..models.loading import load_tokenizer
+    from ..models.tiny import build_tiny_model
 
     tokenizer = load_tokenizer(str(synth))
     build_tiny_model(preset, tokenizer, seed=0, max_position_embeddings=max_length).save_pretrained(target)

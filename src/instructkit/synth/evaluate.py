@@ -12,8 +12,9 @@ from collections import defaultdict
 from statistics import mean
 from typing import Any
 
+from ..evaluate.backends.base import Backend, greedy_texts
+from ..evaluate.backends.load import load_backend
 from ..evaluate.metrics import token_f1
-from .backends import Backend, load_backend
 from .format import END, SynthFormat, encode_question
 from .parser import parse_pairs
 from .quality import pair_statistics
@@ -26,7 +27,7 @@ def response_f1(
     """F1 of the generated response of each row (context, instruction, response)."""
     fmt = SynthFormat.for_tokenizer(tokenizer)
     prompts = [encode_question(tokenizer, fmt, r["context"], r["instruction"]) for r in rows]
-    predictions = backend.generate(prompts, max_new_tokens, stop=END)
+    predictions = greedy_texts(backend, prompts, max_new_tokens, stop=END)
     return [token_f1(p, [r["response"]]) for p, r in zip(predictions, rows)]
 
 
@@ -37,7 +38,7 @@ def free_pairs(
     fmt = SynthFormat.for_tokenizer(tokenizer)
     prompts = [build_prompt(tokenizer, fmt, [], c, budget).ids for c in contexts]
     records = []
-    for context, output in zip(contexts, backend.generate(prompts, max_new_tokens)):
+    for context, output in zip(contexts, greedy_texts(backend, prompts, max_new_tokens)):
         parsed = parse_pairs(output, fmt.eos or None)
         records.append(
             {"text": context, "pairs": [p.to_dict() for p in parsed.pairs], "failures": dict(parsed.failures)}
@@ -58,9 +59,9 @@ def evaluate_synthesizer(
     max_model_len: int = 1024,
 ) -> dict[str, Any]:
     """Response F1 per dataset (and seen/unseen means) plus pair statistics, for the model at `model`."""
-    from ..hub import load_tokenizer
+    from ..models.loading import load_tokenizer
 
-    engine = load_backend(backend, model, batch_size, max_model_len)
+    engine = load_backend(backend, model, batch_size=batch_size, max_model_len=max_model_len)
     tokenizer = load_tokenizer(model)
     scores = response_f1(engine, tokenizer, rows, max_new_tokens)
     by_dataset: dict[str, list[float]] = defaultdict(list)

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import InstructkitError
-from .backends import Backend, load_backend
+from ..evaluate.backends.base import Backend, greedy_texts
+from ..evaluate.backends.load import load_backend
 from .format import SynthFormat
 from .inputs import read_texts
 from .parser import parse_pairs
@@ -59,8 +61,12 @@ class GenerateConfig:
         return self.max_model_len - self.max_new_tokens
 
 
-def generate_pairs(cfg: GenerateConfig) -> dict[str, Any]:
-    """Run the synthesizer over the input; returns a summary (shards run/skipped, pair statistics)."""
+def generate_pairs(cfg: GenerateConfig, run_jobs: Callable[..., None] | None = None) -> dict[str, Any]:
+    """Run the synthesizer over the input; returns a summary (shards run/skipped, pair statistics).
+
+    `run_jobs(cfg, jobs)` writes the pending shards; the default runs them here or in `num_workers`
+    processes, `instructkit.executors.ray_synth` runs them on a Ray actor pool.
+    """
     out = Path(cfg.out)
     _check_config(cfg, out)
     rows = read_texts(cfg.input, cfg.text_field, cfg.group_field, cfg.limit)
@@ -71,7 +77,7 @@ def generate_pairs(cfg: GenerateConfig) -> dict[str, Any]:
     jobs = [
         (s.index, [[rows[i] for i in chain] for chain in chains[s.first_chain : s.last_chain]]) for s in todo
     ]
-    _run_jobs(cfg, jobs)
+    (run_jobs or _run_jobs)(cfg, jobs)
     summary = {
         "shards": len(shards),
         "shards_generated": len(todo),
@@ -134,11 +140,9 @@ def _worker(cfg: GenerateConfig, jobs: list[tuple[int, list[list[dict]]]], gpu: 
         import torch
 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg.num_workers))
-    backend = load_backend(cfg.backend, cfg.model, cfg.batch_size, cfg.max_model_len)
-    from ..hub import load_tokenizer
+    backend, tokenizer = load_synthesizer(cfg)
     from ..progress import Progress
 
-    tokenizer = load_tokenizer(cfg.model)
     total = sum(len(chain) for _, shard_chains in jobs for chain in shard_chains)
     stage = "synth" if gpu is None and cfg.num_workers <= 1 else f"synth worker {os.getpid()}"
     with Progress(stage, total=total, unit="text") as bar:
@@ -146,6 +150,14 @@ def _worker(cfg: GenerateConfig, jobs: list[tuple[int, list[list[dict]]]], gpu: 
             records = run_chains(backend, tokenizer, shard_chains, cfg.budget, cfg.max_new_tokens)
             write_atomic(shard_path(Path(cfg.out), index), records)
             bar.update(advance=sum(len(chain) for chain in shard_chains), shards_done=index + 1)
+
+
+def load_synthesizer(cfg: GenerateConfig) -> tuple[Backend, Any]:
+    """The synthesizer's backend and tokenizer, loaded once per worker (process or Ray actor)."""
+    from ..models.loading import load_tokenizer
+
+    backend = load_backend(cfg.backend, cfg.model, batch_size=cfg.batch_size, max_model_len=cfg.max_model_len)
+    return backend, load_tokenizer(cfg.model)
 
 
 def run_chains(
@@ -158,7 +170,7 @@ def run_chains(
     for r in range(max((len(c) for c in chains), default=0)):
         active = [k for k, chain in enumerate(chains) if len(chain) > r]
         prompts = [build_prompt(tokenizer, fmt, histories[k], chains[k][r]["text"], budget) for k in active]
-        outputs = backend.generate([p.ids for p in prompts], max_new_tokens)
+        outputs = greedy_texts(backend, [p.ids for p in prompts], max_new_tokens)
         for k, prompt, output in zip(active, prompts, outputs):
             row = chains[k][r]
             parsed = parse_pairs(output, fmt.eos or None)

@@ -81,8 +81,8 @@ def heldout_indices(n: int, k: int, seed: int) -> set[int]:
 
 def corpus_tokenizer(name: str, texts: list[str]):
     """A tiny BPE trained on the raw texts (the same for every arm), or the named tokenizer."""
-    from ..hub import load_tokenizer
-    from ..train.models import is_tiny, tiny_preset, train_tiny_tokenizer
+    from ..models.loading import load_tokenizer
+    from ..models.tiny import is_tiny, tiny_preset, train_tiny_tokenizer
 
     if name == "tiny" or is_tiny(name):
         preset = tiny_preset(name if is_tiny(name) else "tiny:micro")

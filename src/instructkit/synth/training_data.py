@@ -128,8 +128,8 @@ def make_training_data(cfg: TrainDataConfig, rows: list[dict[str, str]] | None =
 
 def _tokenizer(name: str, examples: list[Example]):
     """Load a tokenizer, or train a tiny byte-level BPE on the examples' text for `tiny[:preset]`."""
-    from ..hub import load_tokenizer
-    from ..train.models import is_tiny, tiny_preset, train_tiny_tokenizer
+    from ..models.loading import load_tokenizer
+    from ..models.tiny import is_tiny, tiny_preset, train_tiny_tokenizer
 
     if name == "tiny" or is_tiny(name):
         preset = tiny_preset(name if is_tiny(name) else "tiny:micro")

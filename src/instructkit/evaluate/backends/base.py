@@ -1,15 +1,24 @@
-"""The backend interface: loglikelihoods and generations for lists of requests, plus chat rendering."""
+"""The backend interface: loglikelihoods and generations for lists of requests, plus chat rendering.
+
+One stack serves evaluation and the instruction synthesizer: `encode_pair` is the single tokenisation of
+(context, continuation) every local backend uses, and `greedy_texts` is the synthesizer's entry point.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Any
 
+from ...errors import InstructkitError
 from ..requests import GenerationRequest, Loglikelihood, LoglikelihoodRequest, Sample
 
 
 class Backend(ABC):
     """A model behind one interface, so scoring code never knows which engine runs it."""
+
+    # Whether `GenerationRequest.prompt_ids` (token-id prompts) are honoured.
+    accepts_token_ids: bool = False
 
     @abstractmethod
     def fingerprint(self) -> str:
@@ -27,10 +36,40 @@ class Backend(ABC):
         """The prompt text for a chat, ending where the assistant's reply begins."""
         tokenizer = getattr(self, "tokenizer", None)
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
-            from ...errors import InstructkitError
-
             raise InstructkitError(f"{type(self).__name__} has no chat template; use --prompt-style base")
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def encode_text(tokenizer: Any, text: str) -> list[int]:
+    """Token ids; special tokens as the tokenizer adds them, unless the text already starts with BOS."""
+    bos = tokenizer.bos_token
+    return tokenizer.encode(text, add_special_tokens=not (bos and text.startswith(bos)))
+
+
+def encode_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """lm-evaluation-harness's split: trailing context spaces move to the continuation, and the
+    continuation's ids are tokenize(context + continuation) beyond tokenize(context)."""
+    if not context:
+        cont = tokenizer.encode(continuation, add_special_tokens=False)
+        prefix = next(t for t in (tokenizer.bos_token_id, tokenizer.eos_token_id, 0) if t is not None)
+        return ([prefix], cont) if prefix != cont[0] else (cont[:1], cont[1:])
+    spaces = len(context) - len(context.rstrip())
+    if spaces:
+        context, continuation = context[:-spaces], context[-spaces:] + continuation
+    whole, ctx = encode_text(tokenizer, context + continuation), encode_text(tokenizer, context)
+    return ctx, whole[len(ctx) :]
+
+
+def greedy_texts(
+    backend: Backend, prompts: Sequence[Sequence[int]], max_new_tokens: int, stop: str | None = None
+) -> list[str]:
+    """Greedy continuations of token-id prompts, cut at `stop` (the synthesizer's call)."""
+    if not backend.accepts_token_ids:
+        raise InstructkitError(f"{type(backend).__name__} cannot take token-id prompts; use hf or vllm")
+    requests = [
+        GenerationRequest("", (stop,) if stop else (), max_new_tokens, prompt_ids=tuple(p)) for p in prompts
+    ]
+    return [samples[0].text for samples in backend.generate(requests)]
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:

@@ -1,14 +1,15 @@
-"""Hugging Face transformers backend (CPU or GPU): shared-context loglikelihoods and cached decoding.
+"""Hugging Face transformers backend (CPU or GPU): token-trie loglikelihoods and shared-prefix decoding.
 
-Loglikelihood: requests with the same context tokens are grouped; each context runs once, its KV cache
-is copied to one row per choice, and only the continuation tokens run again (when that saves at least a
-quarter of the tokens; otherwise each context+choice is one right-padded row, as lm-eval runs them). Contexts are right-padded
-and the 2D attention mask marks the padding, so every row sees exactly its own context (a test pins
-this against running each context+choice alone). Tokenisation follows lm-evaluation-harness: the
-continuation's tokens are those of tokenize(context + continuation) beyond tokenize(context).
+Loglikelihood: the tokens every request starts with (a task's few-shot prefix) run once and their KV
+cache serves every row. The rest becomes one token trie per context (context once, continuations
+branching where they differ, see prefix_tree.py), tries are packed into rows with an ancestor-only 4D
+mask, and logits are computed only where a continuation token is scored. Tokenisation follows
+lm-evaluation-harness (`base.encode_pair`). Models whose attention cannot take a 4D mask (flash
+attention, sliding windows) fall back to one right-padded row per request, as lm-eval runs them.
 
-Generation: prompts are left-padded and prefilled once; `n` samples copy the prompt's cache, then
-decode token by token, each row stopping at EOS, a stop sequence or the token limit.
+Generation: the prompts' shared prefix is prefilled once; each batch copies its KV cache, prefills the
+left-padded remainders, then decodes. A row leaves the batch as soon as it emits EOS, a stop sequence
+or its token limit, so the others never wait for it; `n` samples copy their prompt's cache.
 
 Batch size and padding change the shapes of the matrix products, hence the order of float reductions:
 by default log-likelihoods differ across batch sizes by float32 rounding (docs/evaluation.md states
@@ -21,41 +22,35 @@ batch size, request order or resumed run on the same device, dtype and library v
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 
 from ...fingerprint import text_digest
+from ..prompting import stop_token_ids
 from ..requests import GenerationRequest, Loglikelihood, LoglikelihoodRequest, Sample
-from .base import Backend, cut_at_stop
+from .base import Backend, cut_at_stop, encode_pair, encode_text
 from .model_identity import source_digest, state_dict_digest, tokenizer_digest
+from .prefix_tree import PackedBatch, batch_inputs, build_tries, common_prefix_length, pack
 
-# Run a context once and reuse its KV cache only when that skips at least this share of the tokens
-# (short contexts with long choices, like PIQA, are faster as plain full rows).
-SHARE_MIN_SAVING = 0.25
-
-
-@dataclass
-class _Unit:
-    """One context and (some of) its continuations: the rows of one cache expansion."""
-
-    context: list[int]
-    conts: list[list[int]] = field(default_factory=list)
-    indices: list[int] = field(default_factory=list)
-
-    def width(self) -> int:
-        return len(self.context) + max(len(c) for c in self.conts)
+# A prefix shared by every request of a call is run once only when it is at least this long: shorter
+# ones (PIQA's "Question:") cost more in cache copies than they save.
+MIN_SHARED_PREFIX = 32
 
 
 class HFBackend(Backend):
-    """A transformers causal LM and its tokenizer; `batch_size` bounds rows per forward pass.
+    """A transformers causal LM and its tokenizer.
 
+    `batch_size` bounds rows per forward pass; a loglikelihood row packs tries up to `row_tokens`
+    tokens (attention inside a row is quadratic, so rows stay short and batches carry the width).
     `deterministic=True` trades batching for bit-identical results whatever the batch size.
     `source` (set by from_pretrained) is the folder or hub id the weights came from: the fingerprint then
     digests its files (memoized) instead of the in-memory weights.
     """
+
+    accepts_token_ids = True
 
     def __init__(
         self,
@@ -66,12 +61,14 @@ class HFBackend(Backend):
         max_length: int | None = None,
         deterministic: bool = False,
         source: str | None = None,
+        row_tokens: int = 128,
     ):
         self.model, self.tokenizer = model, tokenizer
         self.batch_size = max(1, batch_size)
         self.max_batch_tokens = max_batch_tokens
         self.deterministic = deterministic
         self.source = source
+        self.row_tokens = max(1, row_tokens)
         self._fingerprint: str | None = None
         self.max_length = max_length or getattr(model.config, "max_position_embeddings", 2048)
         self.device = next(model.parameters()).device
@@ -82,7 +79,7 @@ class HFBackend(Backend):
         cls, path: str, dtype: str = "auto", device: str | None = None, **kwargs: Any
     ) -> HFBackend:
         """Load model and tokenizer from a local directory or hub id (safetensors, no remote code)."""
-        from ...hub import load_causal_lm, load_tokenizer
+        from ...models.loading import load_causal_lm, load_tokenizer
 
         torch_dtype = torch.float32 if dtype == "float32" else getattr(torch, dtype, "auto")
         model = load_causal_lm(path, dtype=torch_dtype).eval()
@@ -107,43 +104,136 @@ class HFBackend(Backend):
             self._fingerprint = f"hf:{name}:{dtype}:{self.device.type}:{mode}:{digest[:32]}"
         return self._fingerprint
 
-    # ---- tokenisation (lm-eval's conventions) ----
+    # ---- tokenisation (lm-eval's conventions, shared with the other backends) ----
 
     def encode(self, text: str) -> list[int]:
         """Token ids; special tokens as the tokenizer adds them, unless the text already starts with BOS."""
-        bos = self.tokenizer.bos_token
-        add = not (bos and text.startswith(bos))
-        return self.tokenizer.encode(text, add_special_tokens=add)
+        return encode_text(self.tokenizer, text)
 
     def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         """Context and continuation ids such that the continuation is whole[len(context):]."""
-        if not context:
-            cont = self.tokenizer.encode(continuation, add_special_tokens=False)
-            prefix = _first_not_none(self.tokenizer.bos_token_id, self.tokenizer.eos_token_id)
-            return ([prefix], cont) if prefix != cont[0] else (cont[:1], cont[1:])
-        spaces = len(context) - len(context.rstrip())
-        if spaces:
-            context, continuation = context[:-spaces], context[-spaces:] + continuation
-        whole, ctx = self.encode(context + continuation), self.encode(context)
-        return ctx, whole[len(ctx) :]
-
-    # ---- loglikelihood ----
-
-    @torch.inference_mode()
-    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[Loglikelihood]:
-        """Score every request; each distinct context is run once per batch it appears in."""
-        if self.deterministic:
-            return self._score_alone(requests)
-        results: list[Loglikelihood | None] = [None] * len(requests)
-        for batch in self._batches(self._units(requests)):
-            for index, result in self._score_batch(batch):
-                results[index] = result
-        return results  # type: ignore[return-value]
+        return encode_pair(self.tokenizer, context, continuation)
 
     def _pair(self, req: LoglikelihoodRequest) -> tuple[list[int], list[int]]:
         """Context and continuation ids, the context left-truncated to fit `max_length` like lm-eval."""
         ctx, cont = self.encode_pair(req.context, req.continuation)
         return ctx[-max(1, self.max_length - len(cont)) :], cont
+
+    # ---- loglikelihood ----
+
+    @torch.inference_mode()
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[Loglikelihood]:
+        """Score every request (see the module docstring for how shared tokens are run once)."""
+        if self.deterministic:
+            return self._score_alone(requests)
+        pairs = [self._pair(r) for r in requests]
+        if not pairs:
+            return []
+        if not self._tree_attention():
+            return self._score_rows(pairs)
+        return self._score_tries(pairs)
+
+    def _tree_attention(self) -> bool:
+        """Whether the model takes a custom 4D mask over full (not sliding-window) attention."""
+        config = self.model.config
+        if getattr(config, "_attn_implementation", None) not in ("sdpa", "eager"):
+            return False
+        layer_types = getattr(config, "layer_types", None)
+        if layer_types is not None:
+            return all(t == "full_attention" for t in layer_types)
+        return (
+            not getattr(config, "sliding_window", None)
+            or getattr(config, "use_sliding_window", True) is False
+        )
+
+    def _score_tries(self, pairs: list[tuple[list[int], list[int]]]) -> list[Loglikelihood]:
+        contexts = [ctx for ctx, _ in pairs]
+        prefix = _shared_prefix(contexts)
+        cache = self._prefix_cache(contexts[0][:prefix]) if prefix else None
+        rows = pack(build_tries(pairs, prefix), self.row_tokens)
+        sums = torch.zeros(len(pairs), dtype=torch.float64, device=self.device)
+        misses = torch.zeros(len(pairs), dtype=torch.long, device=self.device)
+        for batch in self._row_batches(rows, prefix):
+            self._score_packed(batch_inputs(batch, self.pad_id), cache, prefix, sums, misses)
+        return [
+            Loglikelihood(total, miss == 0, len(cont))
+            for total, miss, (_, cont) in zip(sums.tolist(), misses.tolist(), pairs)
+        ]
+
+    def _row_batches(self, rows: list[list[Any]], prefix: int) -> Iterator[list[list[Any]]]:
+        """Consecutive rows (widest first) up to `batch_size` rows and `max_batch_tokens` tokens."""
+        batch: list[list[Any]] = []
+        width = 0
+        for row in rows:
+            size = sum(len(t.tokens) for t in row)
+            width = max(width, size)
+            tokens = (len(batch) + 1) * (width + prefix)
+            if batch and (
+                len(batch) >= self.batch_size
+                or (self.max_batch_tokens is not None and tokens > self.max_batch_tokens)
+            ):
+                yield batch
+                batch, width = [], size
+            batch.append(row)
+        if batch:
+            yield batch
+
+    def _score_packed(
+        self,
+        packed: PackedBatch,
+        prefix_cache: Any,
+        prefix: int,
+        sums: torch.Tensor,
+        misses: torch.Tensor,
+    ) -> None:
+        """One forward over packed tries; adds each score into its request's sum and greedy count."""
+        dev = self.device
+        ids = torch.from_numpy(packed.ids).to(dev)
+        allowed = torch.from_numpy(packed.allowed).to(dev)
+        dtype = next(self.model.parameters()).dtype
+        mask = torch.zeros((*allowed.shape[:2], prefix + allowed.shape[2]), dtype=dtype, device=dev)
+        mask[:, :, prefix:].masked_fill_(~allowed, torch.finfo(dtype).min)
+        rows, cols = (
+            torch.from_numpy(packed.select_rows).to(dev),
+            torch.from_numpy(packed.select_cols).to(dev),
+        )
+        past = _expand_cache(prefix_cache, ids.shape[0]) if prefix_cache is not None else None
+        with _logits_only_at(self.model, rows, cols) as picked:
+            out = self.model(
+                input_ids=ids,
+                attention_mask=mask[:, None],
+                position_ids=torch.from_numpy(packed.positions).to(dev),
+                past_key_values=past,
+                use_cache=past is not None,
+            )
+        logits = (out.logits[0] if picked["ran"] else out.logits[rows, cols]).float()
+        select = torch.from_numpy(packed.score_select).to(dev)
+        target = torch.from_numpy(packed.score_target).to(dev)
+        request = torch.from_numpy(packed.score_request).to(dev)
+        sums.index_add_(0, request, _target_logprobs(logits, select, target).double())
+        misses.index_add_(0, request, (logits.argmax(-1)[select] != target).long())
+
+    def _prefix_cache(self, prefix: list[int]) -> Any:
+        """KV cache of the shared prefix (one row), its logits skipped."""
+        last = torch.tensor([len(prefix) - 1], device=self.device)
+        with _logits_only_at(self.model, torch.tensor([0], device=self.device), last):
+            out = self.model(input_ids=torch.tensor([prefix], device=self.device), use_cache=True)
+        return out.past_key_values
+
+    def _score_rows(self, pairs: list[tuple[list[int], list[int]]]) -> list[Loglikelihood]:
+        """Fallback: one right-padded row per request, no mask (causal attention never sees a pad)."""
+        order = sorted(range(len(pairs)), key=lambda i: -len(pairs[i][0]) - len(pairs[i][1]))
+        results: list[Loglikelihood | None] = [None] * len(pairs)
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            ids, _, _ = self._right_pad([(pairs[i][0] + pairs[i][1])[:-1] for i in chunk])
+            logits = self.model(input_ids=ids, use_cache=False).logits
+            for r, i in enumerate(chunk):
+                ctx, cont = pairs[i]
+                results[i] = _continuation_score(
+                    logits[r, len(ctx) - 1 : len(ctx) + len(cont) - 1].float(), cont
+                )
+        return results  # type: ignore[return-value]
 
     def _score_alone(self, requests: Sequence[LoglikelihoodRequest]) -> list[Loglikelihood]:
         """Deterministic mode: each context runs as one unpadded row, then each of its continuations
@@ -169,89 +259,6 @@ class HFBackend(Backend):
                 results[i] = _continuation_score(torch.cat(logits), cont)
         return results  # type: ignore[return-value]
 
-    def _units(self, requests: Sequence[LoglikelihoodRequest]) -> list[_Unit]:
-        groups: dict[tuple[int, ...], _Unit] = {}
-        for i, req in enumerate(requests):
-            ctx, cont = self._pair(req)
-            unit = groups.setdefault(tuple(ctx), _Unit(list(ctx)))
-            unit.conts.append(cont)
-            unit.indices.append(i)
-        units = []
-        for unit in groups.values():  # split contexts with more choices than fit one batch
-            for s in range(0, len(unit.conts), self.batch_size):
-                units.append(
-                    _Unit(
-                        unit.context,
-                        unit.conts[s : s + self.batch_size],
-                        unit.indices[s : s + self.batch_size],
-                    )
-                )
-        return sorted(units, key=lambda u: (-u.width(), u.context))
-
-    def _batches(self, units: list[_Unit]) -> list[list[_Unit]]:
-        batches: list[list[_Unit]] = []
-        rows, width = 0, 0
-        for unit in units:  # units arrive widest first, so the first unit sets the batch width
-            n = len(unit.conts)
-            fits_tokens = (
-                self.max_batch_tokens is None
-                or (rows + n) * max(width, unit.width()) <= self.max_batch_tokens
-            )
-            if batches and rows + n <= self.batch_size and fits_tokens:
-                batches[-1].append(unit)
-                rows += n
-            else:
-                batches.append([unit])
-                rows, width = n, unit.width()
-        return batches
-
-    def _score_batch(self, batch: list[_Unit]) -> list[tuple[int, Loglikelihood]]:
-        """Shared-context scoring when it saves enough tokens, else one full row per choice."""
-        saved = sum(len(u.context) * (len(u.conts) - 1) for u in batch)
-        total = sum(len(u.context) + len(c) for u in batch for c in u.conts)
-        return self._score_shared(batch) if saved >= SHARE_MIN_SAVING * total else self._score_full(batch)
-
-    def _score_full(self, batch: list[_Unit]) -> list[tuple[int, Loglikelihood]]:
-        # Right padding and no attention mask: causal attention never lets a real token see a pad.
-        rows = [(u.context, c, i) for u in batch for c, i in zip(u.conts, u.indices)]
-        ids, _, _ = self._right_pad([ctx + cont for ctx, cont, _ in rows])
-        logits = self.model(input_ids=ids, use_cache=False).logits
-        return [
-            (i, _continuation_score(logits[r, len(ctx) - 1 : len(ctx) + len(cont) - 1].float(), cont))
-            for r, (ctx, cont, i) in enumerate(rows)
-        ]
-
-    def _score_shared(self, batch: list[_Unit]) -> list[tuple[int, Loglikelihood]]:
-        ctx_ids, ctx_mask, ctx_lens = self._right_pad([u.context for u in batch])
-        positions = torch.arange(ctx_ids.shape[1], device=self.device).expand_as(ctx_ids)
-        out = self.model(input_ids=ctx_ids, attention_mask=ctx_mask, position_ids=positions, use_cache=True)
-        row_unit = [b for b, u in enumerate(batch) for _ in u.conts]
-        conts = [c for u in batch for c in u.conts]
-        rows = torch.tensor(row_unit, device=self.device)
-        last = out.logits[torch.arange(len(batch)), torch.tensor(ctx_lens) - 1].float()[rows]  # (R, V)
-        logits = [last.unsqueeze(1)]
-        if max(len(c) for c in conts) > 1:
-            cache = out.past_key_values
-            cache.reorder_cache(rows)
-            tail_ids, tail_mask, _ = self._right_pad([c[:-1] for c in conts])
-            tail_pos = torch.tensor([ctx_lens[b] for b in row_unit], device=self.device)[:, None]
-            tail_pos = tail_pos + torch.arange(tail_ids.shape[1], device=self.device)
-            mask = torch.cat([ctx_mask[rows], tail_mask], dim=1)
-            tail = self.model(
-                input_ids=tail_ids,
-                attention_mask=mask,
-                position_ids=tail_pos,
-                past_key_values=cache,
-                use_cache=True,
-            )
-            logits.append(tail.logits.float())
-        logits_all = torch.cat(logits, dim=1)  # (R, max_cont, V): position j predicts continuation token j
-        indices = [i for u in batch for i in u.indices]
-        return [
-            (idx, _continuation_score(logits_all[r, : len(c)], c))
-            for r, (idx, c) in enumerate(zip(indices, conts))
-        ]
-
     def _right_pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
         lens = [len(s) for s in seqs]
         width = max(max(lens), 1)
@@ -267,24 +274,37 @@ class HFBackend(Backend):
     @torch.inference_mode()
     def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Sample]]:
         """Decode every request; batches hold up to `batch_size` sample rows, longest prompts first."""
-        encoded = [self.encode(r.prompt) for r in requests]
+        prompts = [self._prompt(r) for r in requests]
         results: list[list[Sample]] = [[] for _ in requests]
         if self.deterministic:  # each request alone: its n rows share one unpadded prompt
             for i, req in enumerate(requests):
-                self._generate_batch([req], [encoded[i]], results, [i])
+                self._generate_batch([req], [prompts[i]], results, [i], 0, None)
             return results
-        order = sorted(range(len(requests)), key=lambda i: (-len(encoded[i]), i))
-        batch: list[int] = []
-        for i in order:
-            if batch and sum(requests[j].n for j in batch) + requests[i].n > self.batch_size:
-                self._generate_batch(
-                    [requests[j] for j in batch], [encoded[j] for j in batch], results, batch
-                )
-                batch = []
-            batch.append(i)
-        if batch:
-            self._generate_batch([requests[j] for j in batch], [encoded[j] for j in batch], results, batch)
+        prefix = _shared_prefix(prompts) if len(prompts) > 1 else 0
+        cache = self._prefix_cache(prompts[0][:prefix]) if prefix else None
+        for batch in self._generation_batches(requests, prompts):
+            reqs, ids = [requests[j] for j in batch], [prompts[j] for j in batch]
+            self._generate_batch(reqs, ids, results, batch, prefix, cache)
         return results
+
+    def _generation_batches(
+        self, requests: Sequence[GenerationRequest], prompts: list[list[int]]
+    ) -> list[list[int]]:
+        """Request indices, longest prompts first, in batches of at most `batch_size` sample rows."""
+        batches: list[list[int]] = [[]]
+        rows = 0
+        for i in sorted(range(len(requests)), key=lambda i: (-len(prompts[i]), i)):
+            if batches[-1] and rows + requests[i].n > self.batch_size:
+                batches.append([])
+                rows = 0
+            batches[-1].append(i)
+            rows += requests[i].n
+        return [b for b in batches if b]
+
+    def _prompt(self, req: GenerationRequest) -> list[int]:
+        """The request's prompt ids, left-truncated so the generated tokens fit `max_length`."""
+        ids = list(req.prompt_ids) if req.prompt_ids else self.encode(req.prompt)
+        return ids[-max(1, self.max_length - req.max_new_tokens) :]
 
     def _generate_batch(
         self,
@@ -292,23 +312,43 @@ class HFBackend(Backend):
         prompts: list[list[int]],
         results: list[list[Sample]],
         slots: list[int],
+        prefix: int,
+        prefix_cache: Any,
     ) -> None:
-        limit = max(r.max_new_tokens for r in reqs)
-        prompts = [p[-max(1, self.max_length - limit) :] for p in prompts]
-        ids, mask = self._left_pad(prompts)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-        rows = torch.tensor([b for b, r in enumerate(reqs) for _ in range(r.n)], device=self.device)
+        """Prefill the prompts after the shared `prefix`, then decode until every row has finished."""
+        ids, mask = self._left_pad([p[prefix:] for p in prompts])
+        positions = (prefix + mask.cumsum(-1) - 1).clamp(min=0)
+        if prefix:
+            mask = torch.cat([torch.ones_like(mask[:, :1]).expand(-1, prefix), mask], dim=1)
+        past = _expand_cache(prefix_cache, len(reqs)) if prefix_cache is not None else None
+        last = torch.full((len(reqs),), ids.shape[1] - 1, device=self.device)
+        with _logits_only_at(self.model, torch.arange(len(reqs), device=self.device), last) as picked:
+            out = self.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=past,
+                use_cache=True,
+            )
+        logits = out.logits[0] if picked["ran"] else out.logits[:, -1]
+        rows = [b for b, r in enumerate(reqs) for _ in range(r.n)]
         cache = out.past_key_values
-        cache.reorder_cache(rows)
-        decoder = _Decoder(
-            self, [reqs[b] for b in rows.tolist()], [s for b, r in enumerate(reqs) for s in range(r.n)]
-        )
-        logits, mask, next_pos = out.logits[rows, -1].float(), mask[rows], positions[rows, -1] + 1
-        for _ in range(limit):
-            token = decoder.step(logits)
-            if decoder.all_done():
+        if len(rows) != len(reqs):  # n samples per prompt: copy its cache once per sample
+            cache.reorder_cache(torch.tensor(rows, device=self.device))
+        decoder = _Decoder(self, [reqs[b] for b in rows], [s for r in reqs for s in range(r.n)])
+        live = list(range(len(rows)))
+        idx = torch.tensor(rows, device=self.device)
+        logits, mask, next_pos = logits.float()[idx], mask[idx], positions[idx, -1] + 1
+        while True:
+            token = decoder.step(logits, live)
+            keep = [k for k, r in enumerate(live) if not decoder.done[r]]
+            if not keep:
                 break
+            if len(keep) < len(live):  # finished rows leave the batch
+                sel = torch.tensor(keep, device=self.device)
+                cache.reorder_cache(sel)
+                mask, next_pos, token = mask[sel], next_pos[sel], token[sel]
+                live = [live[k] for k in keep]
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             step = self.model(
                 input_ids=token[:, None],
@@ -319,7 +359,7 @@ class HFBackend(Backend):
             )
             logits, next_pos = step.logits[:, -1].float(), next_pos + 1
         for row, sample in enumerate(decoder.samples()):
-            results[slots[rows[row].item()]].append(sample)
+            results[slots[rows[row]]].append(sample)
 
     def _left_pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(s) for s in seqs)
@@ -340,26 +380,25 @@ class _Decoder:
         self.logprob = [0.0] * len(reqs)
         self.done = [False] * len(reqs)
         self.rngs = [_generator(r, s) for r, s in zip(reqs, sample_ids)]
-        self.eos = backend.tokenizer.eos_token_id
+        self.eos = stop_token_ids(backend.model, backend.tokenizer)  # EOS + generation_config's eos ids
 
-    def step(self, logits: torch.Tensor) -> torch.Tensor:
-        """Pick each live row's next token, record it, and return the token ids to feed next."""
-        logprobs = torch.log_softmax(logits, dim=-1)
-        chosen = torch.full((len(self.reqs),), self.backend.pad_id, dtype=torch.long, device=logits.device)
-        for r, req in enumerate(self.reqs):
-            if self.done[r]:
-                continue
-            tok = self._choose(logits[r], req.temperature, self.rngs[r])
-            chosen[r] = tok
+    def step(self, logits: torch.Tensor, live: list[int]) -> torch.Tensor:
+        """Pick the next token of each live row (`logits` row k is row `live[k]`); return them."""
+        chosen = logits.argmax(-1)
+        for k, r in enumerate(live):
+            if self.reqs[r].temperature > 0:
+                chosen[k] = self._sample(logits[k], self.reqs[r].temperature, self.rngs[r])
+        picked = _target_logprobs(logits, torch.arange(len(live), device=logits.device), chosen).tolist()
+        for k, (r, tok) in enumerate(zip(live, chosen.tolist())):
             self.tokens[r].append(tok)
-            self.logprob[r] += logprobs[r, tok].item()
-            self.done[r] = tok == self.eos or len(self.tokens[r]) >= req.max_new_tokens or self._stopped(r)
+            self.logprob[r] += picked[k]
+            self.done[r] = (
+                tok in self.eos or len(self.tokens[r]) >= self.reqs[r].max_new_tokens or self._stopped(r)
+            )
         return chosen
 
     @staticmethod
-    def _choose(logits: torch.Tensor, temperature: float, rng: torch.Generator | None) -> int:
-        if temperature <= 0:
-            return int(logits.argmax().item())
+    def _sample(logits: torch.Tensor, temperature: float, rng: torch.Generator | None) -> int:
         probs = torch.softmax(logits / temperature, dim=-1).cpu()
         return int(torch.multinomial(probs, 1, generator=rng).item())
 
@@ -368,11 +407,8 @@ class _Decoder:
         return bool(stop) and cut_at_stop(self._text(r), stop)[1]
 
     def _text(self, r: int) -> str:
-        toks = [t for t in self.tokens[r] if t != self.eos]
+        toks = [t for t in self.tokens[r] if t not in self.eos]
         return self.backend.tokenizer.decode(toks, skip_special_tokens=True)
-
-    def all_done(self) -> bool:
-        return all(self.done)
 
     def samples(self) -> list[Sample]:
         """Final texts cut at the first stop sequence."""
@@ -380,6 +416,67 @@ class _Decoder:
             Sample(cut_at_stop(self._text(r), req.stop)[0], self.logprob[r], len(self.tokens[r]))
             for r, req in enumerate(self.reqs)
         ]
+
+
+@contextmanager
+def _logits_only_at(model: Any, rows: torch.Tensor, cols: torch.Tensor) -> Iterator[dict[str, bool]]:
+    """Feed the output head only the hidden states at (rows, cols), so logits come out as (1, N, vocab)
+    in that order: the head and its vocabulary-wide softmax cost nothing at unscored positions.
+
+    A pre-hook on the model's own head keeps whatever the model does after it (soft-capping, scaling).
+    The yielded dict says whether the hook ran; when it did not, the caller indexes the full logits.
+    """
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    state = {"ran": False}
+    if head is None:
+        yield state
+        return
+
+    def pick(_module: Any, args: tuple) -> tuple:
+        state["ran"] = True
+        return (args[0][rows, cols].unsqueeze(0), *args[1:])
+
+    handle = head.register_forward_pre_hook(pick)
+    try:
+        yield state
+    finally:
+        handle.remove()
+
+
+def _target_logprobs(
+    logits: torch.Tensor, rows: torch.Tensor, targets: torch.Tensor, chunk: int = 256
+) -> torch.Tensor:
+    """log_softmax(logits[rows])[targets], a chunk of rows at a time (bounded memory). log_softmax, not
+    logit - logsumexp: the latter rounds at the logsumexp's magnitude and drifts by ~1e-5 per token."""
+    parts = [
+        torch.log_softmax(logits[rows[k : k + chunk]], dim=-1)
+        .gather(1, targets[k : k + chunk, None])
+        .squeeze(1)
+        for k in range(0, len(rows), chunk)
+    ]
+    return torch.cat(parts) if parts else logits.new_zeros(0)
+
+
+def _shared_prefix(seqs: list[list[int]]) -> int:
+    """Tokens every sequence starts with, leaving each at least one of its own; 0 when too short to pay.
+
+    Token ids, not strings, are compared, so the prefix always ends on a token boundary of every
+    sequence's own tokenisation and its KV cache is exactly the one each sequence would compute.
+    """
+    length = min(common_prefix_length(seqs), min(len(s) for s in seqs) - 1)
+    return length if length >= MIN_SHARED_PREFIX else 0
+
+
+def _expand_cache(cache: Any, rows: int) -> Any:
+    """A copy of a one-row KV cache repeated to `rows` rows (the original stays reusable)."""
+    own = copy.deepcopy(cache)
+    own.reorder_cache(torch.zeros(rows, dtype=torch.long, device=_cache_device(own)))
+    return own
+
+
+def _cache_device(cache: Any) -> torch.device:
+    layer = cache.layers[0]
+    return layer.keys.device
 
 
 def _generator(req: GenerationRequest, sample: int) -> torch.Generator | None:

@@ -12,12 +12,14 @@ from typing import Any
 from ...errors import InstructkitError
 from ...fingerprint import text_digest
 from ..requests import GenerationRequest, Loglikelihood, LoglikelihoodRequest, Sample
-from .base import Backend, cut_at_stop
+from .base import Backend, cut_at_stop, encode_pair
 from .model_identity import source_digest, tokenizer_digest
 
 
 class VLLMBackend(Backend):
     """A vllm.LLM over a local path or hub id; needs `pip install instructkit[gpu]` and a GPU."""
+
+    accepts_token_ids = True
 
     def __init__(self, model: str, dtype: str = "auto", gpu_memory_utilization: float = 0.9, **kwargs: Any):
         try:
@@ -52,17 +54,10 @@ class VLLMBackend(Backend):
             self._fingerprint = f"vllm:{self.name}:{self.dtype}:{digest[:32]}"
         return self._fingerprint
 
-    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        spaces = len(context) - len(context.rstrip())
-        if spaces:
-            context, continuation = context[:-spaces], context[-spaces:] + continuation
-        whole, ctx = self.tokenizer.encode(context + continuation), self.tokenizer.encode(context)
-        return ctx, whole[len(ctx) :]
-
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[Loglikelihood]:
         from vllm import SamplingParams, TokensPrompt
 
-        pairs = [self._encode_pair(r.context, r.continuation) for r in requests]
+        pairs = [encode_pair(self.tokenizer, r.context, r.continuation) for r in requests]
         params = SamplingParams(max_tokens=1, prompt_logprobs=1, temperature=0.0)
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=c + k) for c, k in pairs], params)
         results = []
@@ -87,7 +82,12 @@ class VLLMBackend(Backend):
             )
             for r in requests
         ]
-        outputs = self.llm.generate([r.prompt for r in requests], params)
+        from vllm import TokensPrompt
+
+        prompts = [
+            TokensPrompt(prompt_token_ids=list(r.prompt_ids)) if r.prompt_ids else r.prompt for r in requests
+        ]
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
         return [
             [
                 Sample(cut_at_stop(c.text, r.stop)[0], float(c.cumulative_logprob or 0.0), len(c.token_ids))
