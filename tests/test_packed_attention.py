@@ -20,6 +20,7 @@ from instructkit.train.attention import (
     DOCS,
     bucket_length,
     check_trainable_attention,
+    dense_is_cheaper,
     fixed_row_options,
     plan_documents,
     training_attention,
@@ -57,10 +58,15 @@ def _logits(model, attn, **inputs):
     return model(**inputs, use_cache=False).logits
 
 
-@pytest.fixture(params=["none", "padded"])
+@pytest.fixture(params=["none", "padded", "dense"])
 def grouping(request, monkeypatch):
-    """Run per document (the CPU choice) and batched in padded length buckets (the GPU choice)."""
-    monkeypatch.setattr(attention, "GROUPING", request.param)
+    """Per document (the CPU choice), batched in padded length buckets (the GPU choice), or one call
+    with a block-diagonal mask (what the cost model picks for short rows); each path forced."""
+    if request.param == "dense":
+        monkeypatch.setattr(attention, "DOC_CALL_COST", 10**12)
+    else:
+        monkeypatch.setattr(attention, "DOC_CALL_COST", 0)
+        monkeypatch.setattr(attention, "GROUPING", request.param)
     return request.param
 
 
@@ -149,7 +155,7 @@ def _has_square(shapes, length):
 def test_a_pack_of_many_documents_never_builds_a_dense_mask():
     """No tensor of the forward+backward is L×L; with transformers' sdpa the packed mask is."""
     model = _llama()
-    lengths = [7, 11, 9, 13, 5, 8, 12, 6, 10, 14] * 2  # 20 documents, 190 tokens
+    lengths = [60, 70, 64, 58, 66] * 4  # 20 documents, 1272 tokens: per-document calls are cheaper
     ids, pos = _packed_row(lengths)
     seen = {}
     for attn in ("sdpa", DOCS):
@@ -158,6 +164,19 @@ def test_a_pack_of_many_documents_never_builds_a_dense_mask():
             model(input_ids=ids, position_ids=pos, use_cache=False).logits.sum().backward()
         seen[attn] = _has_square(mode.shapes, sum(lengths))
     assert seen == {"sdpa": True, DOCS: False}
+
+
+def test_short_rows_of_many_documents_take_one_masked_call():
+    """By the measured cost model: a short row of many documents runs one block-diagonal call."""
+    short = plan_documents(list(range(0, 495, 45)), 495)
+    long = plan_documents(list(range(0, 1280, 64)), 1280)
+    assert dense_is_cheaper(short, 495) and not dense_is_cheaper(long, 1280)
+    model = _llama()
+    ids, pos = _packed_row([45] * 11)
+    model.set_attn_implementation(DOCS)
+    with TensorShapes() as mode:
+        model(input_ids=ids, position_ids=pos, use_cache=False).logits.sum().backward()
+    assert _has_square(mode.shapes, 495)
 
 
 def test_buckets_cover_every_token_once_with_bounded_padding():
