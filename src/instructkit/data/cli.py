@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..cli_options import option_name, options_from
+from ..executors import EXECUTOR_HELP, RAY_ADDRESS_HELP, check_executor
 from .prepare_config import PrepareConfig
 
 data_app = typer.Typer(help="Build, prepare and inspect instruction data.", no_args_is_help=True)
@@ -17,7 +18,11 @@ console = Console()
 
 @data_app.command("prepare")
 @options_from(PrepareConfig, arguments=["sources"], aliases={"format": []})
-def prepare_command(fields: dict) -> None:
+def prepare_command(
+    fields: dict,
+    executor: str = typer.Option("local", help=EXECUTOR_HELP),
+    ray_address: str | None = typer.Option(None, help=RAY_ADDRESS_HELP),
+) -> None:
     """Tokenize conversations with exact assistant-only masks and (optionally) pack them."""
     from pydantic import ValidationError
 
@@ -27,7 +32,12 @@ def prepare_command(fields: dict) -> None:
         cfg = PrepareConfig(**fields)
     except ValidationError as exc:
         raise typer.BadParameter(_first_problem(exc)) from None
-    stats = prepare(cfg)
+    if check_executor(executor, ray_address) == "ray":
+        from ..executors.ray_prepare import prepare_ray
+
+        stats = prepare_ray(cfg, ray_address)
+    else:
+        stats = prepare(cfg)
     print_stats(stats, f"prepared → {cfg.out}")
 
 

@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ..executors import EXECUTOR_HELP, RAY_ADDRESS_HELP, check_executor
+
 if TYPE_CHECKING:
     from .tasks import Task
 
@@ -23,12 +25,20 @@ def build_command(
         1, "--num-proc", help="worker processes for rendering (output does not change)"
     ),
     seed: int | None = typer.Option(None, "--seed", help="override the mixture's seed"),
+    executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
+    ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
 ) -> None:
     """Render a mixture of tasks into a conversation dataset."""
     from .mixture import build_mixture, load_mixture_config
 
+    on_ray = check_executor(executor, ray_address) == "ray"
     config = load_mixture_config(mixture, **({"seed": seed} if seed is not None else {}))
-    stats = build_mixture(config, out, num_proc=num_proc)
+    if on_ray:
+        from ..executors.ray_build import build_mixture_ray
+
+        stats = build_mixture_ray(config, out, ray_address)
+    else:
+        stats = build_mixture(config, out, num_proc=num_proc)
     print_mixture_stats(stats)
     console.print(f"wrote {stats['rows']} rows to {out}")
 
