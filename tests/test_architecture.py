@@ -17,7 +17,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "instructkit"
 README = Path(__file__).resolve().parents[1] / "README.md"
 
-# Lowest first. A module belongs to the first layer whose prefix matches its dotted name.
+# Lowest first. A module belongs to the layer of the longest prefix that matches its dotted name; each
+# area's `*cli.py` is a command module (it may start any lower layer's work, e.g. a Ray executor).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     (
         "foundation",
@@ -39,7 +40,22 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("synth", ("synth",)),
     ("executors", ("executors",)),
     ("pipeline", ("recipe", "stage", "pipeline_inputs", "pipeline_stages", "pipeline", "sweep", "report")),
-    ("commands", ("cli", "pipeline_cli", "models_cli", "doctor", "doctor_cli", "__main__")),
+    (
+        "commands",
+        (
+            "cli",
+            "pipeline_cli",
+            "models_cli",
+            "doctor",
+            "doctor_cli",
+            "__main__",
+            "data.cli",
+            "data.tasks_cli",
+            "train.cli",
+            "evaluate.cli",
+            "synth.cli",
+        ),
+    ),
 ]
 
 
@@ -49,11 +65,14 @@ def _module_name(path: Path) -> str:
 
 
 def _layer(module: str) -> int | None:
-    for index, (_, prefixes) in enumerate(LAYERS):
-        for prefix in prefixes:
-            if module == prefix or module.startswith(prefix + "."):
-                return index
-    return None
+    """The layer of the longest declared prefix of `module` (so `data.cli` is a command, not data)."""
+    matches = [
+        (len(prefix), index)
+        for index, (_, prefixes) in enumerate(LAYERS)
+        for prefix in prefixes
+        if module == prefix or module.startswith(prefix + ".")
+    ]
+    return max(matches)[1] if matches else None
 
 
 def _resolve(module: str, is_package: bool, node: ast.ImportFrom) -> list[str]:

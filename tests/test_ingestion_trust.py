@@ -158,7 +158,14 @@ def test_a_bad_first_row_is_rejected_alone_in_skip_mode(run, tmp_path, named):
     ]
     assert stats["examples_out"] == 2
     assert stats["files"] == [
-        {"path": str(bad), "rows_read": 3, "rows_kept": 2, "rows_rejected": 1, "rows_dropped": 0}
+        {
+            "path": str(bad),
+            "format": "alpaca",
+            "rows_read": 3,
+            "rows_kept": 2,
+            "rows_rejected": 1,
+            "rows_dropped": 0,
+        }
     ]
 
 
@@ -226,14 +233,23 @@ def test_stats_lists_every_input_file_with_rows_read_kept_rejected_dropped(run, 
     assert stats["files"] == [
         {
             "path": str(data / "a.jsonl"),
+            "format": "messages",
             "rows_read": 3,
             "rows_kept": 2,
             "rows_rejected": 1,
             "rows_dropped": 0,
         },
-        {"path": str(data / "b.csv"), "rows_read": 2, "rows_kept": 1, "rows_rejected": 1, "rows_dropped": 0},
+        {
+            "path": str(data / "b.csv"),
+            "format": "question_answer",
+            "rows_read": 2,
+            "rows_kept": 1,
+            "rows_rejected": 1,
+            "rows_dropped": 0,
+        },
         {
             "path": str(data / "c.jsonl"),
+            "format": "messages",
             "rows_read": 2,
             "rows_kept": 1,
             "rows_rejected": 0,

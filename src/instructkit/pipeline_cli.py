@@ -67,15 +67,26 @@ def print_plan(pipeline) -> None:
 
 
 def _print_report_tables(report: Path) -> None:
-    """Print the report's 'by set' table and verdicts in the terminal."""
+    """Print the report's summary, its 'by set' table (eval sets and benchmarks) and verdicts in the terminal."""
     from rich.markdown import Markdown
 
     text = report.read_text()
-    start = text.find("## Evaluation by set")
-    end = text.find("## Evaluation by task")
-    verdicts = text[text.find("## What improved") :]
-    lines = (text[start:end] + "\n" + verdicts).splitlines()
+    parts = [
+        _section(text, "## Summary", "## Artifacts"),
+        _section(text, "## Evaluation by set", "## Evaluation by task"),
+        _section(text, "## What improved", None),
+    ]
+    lines = "\n".join(parts).splitlines()
     console.print(Markdown("\n".join(line for line in lines if not line.startswith("!["))))
+
+
+def _section(text: str, start: str, end: str | None) -> str:
+    """The report text from heading `start` up to heading `end` (or the end); empty when absent."""
+    begin = text.find(start)
+    if begin < 0:
+        return ""
+    stop = text.find(end, begin) if end else -1
+    return text[begin : stop if stop >= 0 else len(text)]
 
 
 def register(app: typer.Typer) -> None:

@@ -77,12 +77,21 @@ def set_scores(results: dict[str, Any]) -> dict[str, float]:
 Row = tuple[str, sig.Estimate | None, sig.Estimate, sig.Difference | None]
 
 
+def benchmark_groups(results: dict[str, Any]) -> list[str]:
+    """Groups of tasks outside every eval set (benchmarks such as piqa or bbh): they get a row of their own."""
+    tasks = results.get("tasks", {}).values()
+    return sorted({t["group"] for t in tasks if not t.get("cluster") and t.get("group")})
+
+
 def set_rows(base: dict[str, Any] | None, tuned: dict[str, Any]) -> list[Row]:
-    """Per eval set: base and tuned normalized scores with intervals, and the paired difference."""
+    """Per eval set, then per benchmark: base and tuned normalized scores with intervals, and the difference."""
+    keyed = [("clusters", "cluster", key) for key in set_scores(tuned)]
+    keyed += [("groups", "group", key) for key in benchmark_groups(tuned)]
     rows = []
-    for key, value in set_scores(tuned).items():
-        weights = sig.member_weights(tuned, "cluster", key)
-        b = (base or {}).get("clusters", {}).get(key)
+    for section, field, key in keyed:
+        value = tuned[section][key]["normalized"]
+        weights = sig.member_weights(tuned, field, key)
+        b = (base or {}).get(section, {}).get(key)
         rows.append(
             (
                 key,
@@ -167,7 +176,10 @@ def build_sections(
         "that differ the bootstrap interval is too narrow; the test is exact then, and decides."
     )
     summary = [comparison_table([average], "score")]
-    by_set = "Normalized score: 100 × (score − random) / (100 − random), averaged over tasks; 0 is chance."
+    by_set = (
+        "Normalized score: 100 × (score − random) / (100 − random), averaged over tasks; 0 is chance. "
+        "Benchmarks outside the eval sets (e.g. piqa) have a row each."
+    )
     metric = {task: s["metric"] for task, s in tuned.get("tasks", {}).items()}
     return [
         Section("Summary", text=_summary_text(losses, average), tables=summary),
@@ -229,6 +241,7 @@ DATA_ROWS = (
     ("prepare", "rejected", "rows rejected (see rejects.jsonl)"),
     ("prepare", "dropped_overlong", "dropped: longer than max_length"),
     ("prepare", "dropped_no_trainable", "dropped: no trained token"),
+    ("prepare", "dropped_truncated", "dropped: reply entirely past max_length"),
     ("prepare", "truncated", "truncated"),
     ("prepare", "examples_out", "examples trained on"),
     ("prepare", "tokens", "tokens"),

@@ -9,12 +9,13 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.text import Text
 
+from ..errors import InstructkitError
 from .prepared import IGNORE_INDEX
 
 
 def show_rows(directory: Path, n: int, task: str | None, console: Console) -> None:
     """Print up to n rows of the dataset at `directory`."""
-    ds = datasets.load_from_disk(str(directory))
+    ds = _load(Path(directory))
     if task is not None and "task" in ds.column_names:
         ds = ds.filter(lambda t: t == task, input_columns="task")
     rows = ds.select(range(min(n, len(ds))))
@@ -29,6 +30,20 @@ def show_rows(directory: Path, n: int, task: str | None, console: Console) -> No
         console.print(Panel(token_text(tokenizer, row), title=f"row {i}", subtitle=_row_subtitle(row)))
 
 
+def _load(directory: Path) -> datasets.Dataset:
+    """The dataset saved at `directory`, or one clear error saying what is missing there."""
+    if not directory.is_dir():
+        raise InstructkitError(
+            f"{directory}: no such directory (give a folder written by `data prepare` or `data build`)"
+        )
+    try:
+        return datasets.load_from_disk(str(directory))
+    except FileNotFoundError as exc:  # a folder, but not one save_to_disk wrote
+        raise InstructkitError(
+            f"{directory}: not a dataset folder written by `data prepare` or `data build` ({exc})"
+        ) from None
+
+
 def _conversation_panel(row: dict) -> Panel:
     body = Text()
     for m in row["messages"]:
@@ -40,20 +55,41 @@ def _conversation_panel(row: dict) -> Panel:
 
 
 def token_text(tokenizer, row: dict) -> Text:
-    """Decoded tokens; trained ones in green, example boundaries of packed rows marked with ‖."""
+    """Decoded text; trained tokens in green, example boundaries of packed rows marked with ‖.
+
+    Each run of consecutive tokens with the same label state (inside one packed example) is decoded
+    at once: a character split over several byte-level tokens (emoji, CJK, Hebrew) decodes whole,
+    where decoding token by token would print each partial byte as U+FFFD.
+    """
     text = Text()
-    starts = set()
-    if "seq_lens" in row:
-        pos = 0
-        for length in row["seq_lens"]:
-            starts.add(pos)
-            pos += length
-    for k, (tok, label) in enumerate(zip(row["input_ids"], row["labels"])):
-        if k in starts and k > 0:
+    for k, (start, end, trained) in enumerate(label_spans(row)):
+        if k > 0 and start in _example_starts(row):
             text.append(" ‖ ", style="bold magenta")
-        piece = tokenizer.decode([tok])
-        text.append(piece, style="green" if label != IGNORE_INDEX else "dim")
+        piece = tokenizer.decode(row["input_ids"][start:end])
+        text.append(piece, style="green" if trained else "dim")
     return text
+
+
+def label_spans(row: dict) -> list[tuple[int, int, bool]]:
+    """(start, end, trained) of each maximal run of tokens sharing a label state and a packed example."""
+    starts = _example_starts(row)
+    spans: list[tuple[int, int, bool]] = []
+    for k, label in enumerate(row["labels"]):
+        trained = label != IGNORE_INDEX
+        if spans and spans[-1][2] == trained and k not in starts:
+            spans[-1] = (spans[-1][0], k + 1, trained)
+        else:
+            spans.append((k, k + 1, trained))
+    return spans
+
+
+def _example_starts(row: dict) -> set[int]:
+    """Token positions where a packed example begins (empty for an unpacked row)."""
+    starts, pos = set(), 0
+    for length in row.get("seq_lens") or []:
+        starts.add(pos)
+        pos += length
+    return starts
 
 
 def _row_subtitle(row: dict) -> str:
