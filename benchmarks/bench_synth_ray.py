@@ -127,7 +127,52 @@ def main() -> None:
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     report = {"packing": bench_packing(args.pack_examples), "synthesis": bench_synth(args.texts)}
-    print(json.dumps(report, indent=2))
+    write_results(report)
+
+
+def write_results(report: dict) -> None:
+    """results/synth_ray.md (a RESULTS.md section) and .json, from the measured report."""
+    synth, pack = report["synthesis"], report["packing"]
+    rows = [(k, synth[k]) for k in ("local", "local_2", "ray")]
+    lines = [
+        "## Scale-out: synthesis and packing on Ray (one 2-core node)",
+        "",
+        f"Command: `python benchmarks/bench_synth_ray.py --texts {synth['texts']} --pack-examples "
+        f"{pack['examples']}`. A random tiny synthesizer, greedy, 2 rounds; Ray {_ray_version()}; "
+        f"starting the local Ray cluster took {synth['ray_cluster_start_s']} s (not included below).",
+        "",
+        "| executor | seconds | texts/s |",
+        "|---|---:|---:|",
+        *[f"| {name} | {r['seconds']} | {r['texts_per_s']} |" for name, r in rows],
+        "",
+        f"Ray shards byte-identical to the local executor's: {synth['byte_identical']}. On one node Ray is "
+        "not expected to win; where it does, the gain is one model thread per actor and shards pulled as "
+        "actors free up, not Ray itself.",
+        "",
+        f"Packing per Ray block ({pack['blocks']} blocks of >= 100k of {pack['examples']:,} heavy-tailed "
+        f"lengths, L={pack['capacity']}): {pack['block_packs']:,} packs against {pack['global_packs']:,} "
+        f"for global best-fit decreasing (lower bound {pack['lower_bound_packs']:,}): "
+        f"+{pack['extra_packs_pct']}% packs, efficiency {pack['block_efficiency']} vs {pack['global_efficiency']}.",
+        "",
+        "Paper estimate for 200M pairs (Instruction Pre-Training's corpus size, arXiv 2406.14491) on the "
+        "Ray/vLLM path, with assumptions stated: ~5 pairs and ~260 output tokens per text (not verified "
+        "against the paper) → 40M texts, 10.4B output tokens; ~12,500 output tokens/s for a 7-8B model in "
+        "vLLM on one H100 (third-party aggregate, morphllm.com/vllm-benchmarks) → ~231 H100-hours of "
+        "decoding; prefill of ~2,000 prompt tokens per text at ~400 TFLOP/s → ~800 H100-hours. About "
+        "1,030 H100-hours: ~16 h on 64 GPUs. Per-shard Ray overhead (milliseconds) is negligible against "
+        "minutes of generation per 1,000-text shard.",
+    ]
+    results = Path(__file__).resolve().parent / "results"
+    results.mkdir(exist_ok=True)
+    (results / "synth_ray.json").write_text(json.dumps(report, indent=2))
+    (results / "synth_ray.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def _ray_version() -> str:
+    import ray
+
+    return ray.__version__
 
 
 if __name__ == "__main__":
