@@ -22,6 +22,7 @@ batch size, request order or resumed run on the same device, dtype and library v
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -72,6 +73,7 @@ class HFBackend(Backend):
         self._fingerprint: str | None = None
         self.max_length = max_length or getattr(model.config, "max_position_embeddings", 2048)
         self.device = next(model.parameters()).device
+        self._cache_kw = _cache_keyword(model)
         self.pad_id = _first_not_none(tokenizer.pad_token_id, tokenizer.eos_token_id, 0)
 
     @classmethod
@@ -203,7 +205,7 @@ class HFBackend(Backend):
                 input_ids=ids,
                 attention_mask=mask[:, None],
                 position_ids=torch.from_numpy(packed.positions).to(dev),
-                past_key_values=past,
+                **{self._cache_kw: past},
                 use_cache=past is not None,
             )
         logits = (out.logits[0] if picked["ran"] else out.logits[rows, cols]).float()
@@ -218,7 +220,7 @@ class HFBackend(Backend):
         last = torch.tensor([len(prefix) - 1], device=self.device)
         with _logits_only_at(self.model, torch.tensor([0], device=self.device), last):
             out = self.model(input_ids=torch.tensor([prefix], device=self.device), use_cache=True)
-        return out.past_key_values
+        return _cache_of(out)
 
     def _score_rows(self, pairs: list[tuple[list[int], list[int]]]) -> list[Loglikelihood]:
         """Fallback: one right-padded row per request, no mask (causal attention never sees a pad)."""
@@ -248,13 +250,13 @@ class HFBackend(Backend):
         results: list[Loglikelihood | None] = [None] * len(requests)
         for ctx, members in groups.items():
             out = self.model(input_ids=torch.tensor([ctx], device=self.device), use_cache=True)
-            last, cache = out.logits[0, -1:].float(), out.past_key_values
+            last, cache = out.logits[0, -1:].float(), _cache_of(out)
             for n, (i, cont) in enumerate(members):
                 logits = [last]
                 if len(cont) > 1:
                     own = cache if n == len(members) - 1 else copy.deepcopy(cache)
                     tail_ids = torch.tensor([cont[:-1]], device=self.device)
-                    tail = self.model(input_ids=tail_ids, past_key_values=own, use_cache=True)
+                    tail = self.model(input_ids=tail_ids, **{self._cache_kw: own}, use_cache=True)
                     logits.append(tail.logits[0].float())
                 results[i] = _continuation_score(torch.cat(logits), cont)
         return results  # type: ignore[return-value]
@@ -327,12 +329,12 @@ class HFBackend(Backend):
                 input_ids=ids,
                 attention_mask=mask,
                 position_ids=positions,
-                past_key_values=past,
+                **{self._cache_kw: past},
                 use_cache=True,
             )
         logits = out.logits[0] if picked["ran"] else out.logits[:, -1]
         rows = [b for b, r in enumerate(reqs) for _ in range(r.n)]
-        cache = out.past_key_values
+        cache = _cache_of(out)
         if len(rows) != len(reqs):  # n samples per prompt: copy its cache once per sample
             cache.reorder_cache(torch.tensor(rows, device=self.device))
         decoder = _Decoder(self, [reqs[b] for b in rows], [s for r in reqs for s in range(r.n)])
@@ -354,7 +356,7 @@ class HFBackend(Backend):
                 input_ids=token[:, None],
                 attention_mask=mask,
                 position_ids=next_pos[:, None],
-                past_key_values=cache,
+                **{self._cache_kw: cache},
                 use_cache=True,
             )
             logits, next_pos = step.logits[:, -1].float(), next_pos + 1
@@ -496,3 +498,15 @@ def _continuation_score(logits: torch.Tensor, cont: list[int]) -> Loglikelihood:
 
 def _first_not_none(*values: Any) -> Any:
     return next((v for v in values if v is not None), None)
+
+
+def _cache_keyword(model: Any) -> str:
+    """The KV-cache argument's name: `cache` in current transformers, `past_key_values` before it."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def _cache_of(output: Any) -> Any:
+    """The KV cache an output carries, under either name."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
