@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -9,7 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-console = Console()
+# A log file is not a terminal: rich would wrap tables at 80 columns; 140 keeps each row on one line.
+console = Console() if sys.stdout.isatty() else Console(width=140)
 
 
 def run_command(
