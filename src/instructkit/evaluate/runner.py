@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InstructkitError
+from ..progress import Progress
 from .backends.base import Backend
 from .cache import CachedBackend, RequestCache
 from .metrics import bootstrap_ci, macro_average, mean, normalized_score
@@ -106,17 +107,22 @@ def run_tasks(
         "versions": _versions(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+    if config.limit is not None:
+        for task in tasks:
+            task.docs = task.docs[: config.limit]
+    bar = Progress("eval", total=sum(len(t.docs) for t in tasks), unit="doc")
     try:
         for task in tasks:
-            if config.limit is not None:
-                task.docs = task.docs[: config.limit]
             records, metrics = score_task(
                 scorer, task, config.prompt_style, config.seed, config.allow_code_execution
             )
-            results["tasks"][task.name] = task_summary(task, records, metrics, config.bootstrap, config.seed)
+            summary = task_summary(task, records, metrics, config.bootstrap, config.seed)
+            results["tasks"][task.name] = summary
+            bar.update(advance=len(task.docs), task=task.name, score=round(summary["score"], 1))
             if out_dir:
                 _write_samples(out_dir, task.name, records)
     finally:
+        bar.close()
         if cache is not None:
             cache.close()
     results["groups"] = group_summary(results["tasks"])
