@@ -16,7 +16,14 @@ def apply_lora(
     model, r: int = 16, alpha: int = 32, dropout: float = 0.05, target_modules="all-linear", qlora=False
 ):
     """Wrap `model` with peft LoRA adapters on `target_modules` (names, or "all-linear"); base weights frozen."""
+    import warnings
+
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    # peft 0.21 reads transformers' deprecated `is_gradient_checkpointing`; the warning is theirs, not the user's.
+    warnings.filterwarnings(
+        "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+    )
 
     if qlora:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
