@@ -66,3 +66,12 @@ def smollm2():
         return fetch("smollm2-135m-instruct")
     except InstructkitError as exc:
         pytest.skip(f"needs SmolLM2-135M-Instruct (`instructkit models fetch`): {exc}")
+
+
+def pytest_configure(config) -> None:
+    """One torch thread per xdist worker: two workers × two threads on two cores spin against each other
+    (a tiny model's training test ran 4× slower side by side than alone)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
