@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 
 from ..atomic import atomic_dir
 from ..errors import BadRowError, InstructkitError
+from ..fingerprint import text_digest
 from .conversation import CONVERSATION_FEATURES, ConversationError
 from .converters import FORMATS, detect_format, to_conversations
 from .packing import pack_table
@@ -224,6 +225,8 @@ def tokenize_dataset(
         ),
         desc="tokenize + mask",
         load_from_cache_file=False,
+        # Never cached, so no need for datasets to hash the tokenizer (it cannot, and warns on every run).
+        new_fingerprint=text_digest(ds._fingerprint, cfg.model_dump_json(), chat_tok.template)[:32],
     )
 
 
