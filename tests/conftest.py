@@ -74,4 +74,7 @@ def pytest_configure(config) -> None:
     if os.environ.get("PYTEST_XDIST_WORKER"):
         import torch
 
+        # Subprocesses a test starts (a killed run it resumes, DDP ranks) inherit the same thread count,
+        # so a result computed across processes is reduced in the same float order as in-process.
+        os.environ["OMP_NUM_THREADS"] = "1"
         torch.set_num_threads(1)
