@@ -78,3 +78,21 @@ def pytest_configure(config) -> None:
         # so a result computed across processes is reduced in the same float order as in-process.
         os.environ["OMP_NUM_THREADS"] = "1"
         torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def saved_tiny_model(tmp_path_factory, tiny_tokenizer, tiny_model) -> Path:
+    """`tiny_model` and `tiny_tokenizer` saved as one model folder (what backends and synthesis load)."""
+    path = tmp_path_factory.mktemp("tiny_model")
+    tiny_model.save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local 2-CPU Ray cluster for one test module (skipped, saying why, where Ray is not installed)."""
+    ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'instructkit[ray]'")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

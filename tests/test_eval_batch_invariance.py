@@ -8,14 +8,13 @@ import itertools
 from pathlib import Path
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from instructkit.evaluate.backends.hf import HFBackend
 from instructkit.evaluate.requests import GenerationRequest, LoglikelihoodRequest
+from test_eval_backend_hf import CHOICES, _alone
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
-CHOICES = [" yes", " no thanks", " maybe later today, friend", " 4"]
 # The default mode's documented bound (docs/evaluation.md): |Δ log-likelihood| <= RELATIVE_BOUND * |ll|.
 RELATIVE_BOUND = 1e-5
 
@@ -26,13 +25,6 @@ def _requests() -> list[LoglikelihoodRequest]:
         ctx = f"Question: what is {i} plus {3 * i}? " + "word " * (3 * i) + "Answer:"
         reqs += [LoglikelihoodRequest(ctx, c) for c in CHOICES]
     return reqs + [LoglikelihoodRequest("", "hello there"), LoglikelihoodRequest("Sort the list: ", "1 2 3")]
-
-
-def _alone(model, backend: HFBackend, req: LoglikelihoodRequest) -> float:
-    ctx, cont = backend.encode_pair(req.context, req.continuation)
-    with torch.no_grad():
-        logprobs = torch.log_softmax(model(torch.tensor([ctx + cont])).logits[0].float(), -1)
-    return sum(logprobs[len(ctx) - 1 + j, t].item() for j, t in enumerate(cont))
 
 
 def test_deterministic_loglikelihoods_are_identical_for_any_batch_size_order_or_subset(

@@ -20,18 +20,8 @@ TASKS = ["boolq", "hellaswag", "arc", "tydiqa:max_new_tokens=6", "mmlu:num_fewsh
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, tiny_tokenizer, tiny_model):
-    path = tmp_path_factory.mktemp("eval_model")
-    tiny_model.save_pretrained(path)
-    tiny_tokenizer.save_pretrained(path)
-    return str(path)
+def model_dir(saved_tiny_model):
+    return str(saved_tiny_model)
 
 
 def _run(backend, out: Path, deterministic: bool) -> dict:

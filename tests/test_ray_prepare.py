@@ -19,13 +19,6 @@ TIMING_STATS = ("seconds", "examples_per_second")
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def tokenizer_dir(tiny_tokenizer, tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("tok")
     tiny_tokenizer.save_pretrained(path)

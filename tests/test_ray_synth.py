@@ -14,18 +14,8 @@ from instructkit.synth.shards import shard_path  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def synth_dir(tmp_path_factory, tiny_tokenizer, tiny_model):
-    path = tmp_path_factory.mktemp("synth_model")
-    tiny_model.save_pretrained(path)
-    tiny_tokenizer.save_pretrained(path)
-    return path
+def synth_dir(saved_tiny_model):
+    return saved_tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,8 @@ from instructkit.synth.shards import finished_records, plan_shards, shard_path
 
 
 @pytest.fixture(scope="module")
-def synth_dir(tmp_path_factory, tiny_tokenizer, tiny_model):
-    path = tmp_path_factory.mktemp("synth_model")
-    tiny_model.save_pretrained(path)
-    tiny_tokenizer.save_pretrained(path)
-    return path
+def synth_dir(saved_tiny_model):
+    return saved_tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -419,6 +419,11 @@ def build_mixture(
         new_fingerprint=config_hash(config),
         desc=f"rendering mixture {config.name}",
     )
+    return write_mixture(config, plan, ds, out)
+
+
+def write_mixture(config: MixtureConfig, plan: MixturePlan, ds: Any, out: Path) -> dict[str, Any]:
+    """Save the rendered rows, rejects, decontamination report and stats (whichever executor rendered them)."""
     out.mkdir(parents=True, exist_ok=True)
     ds.save_to_disk(str(out), num_shards=1)
     stats = compute_stats(config, plan, ds)

@@ -8,7 +8,6 @@ stats.json, rejects, decontamination report) is the local executor's.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import datasets
 import pyarrow as pa
 
 from ..data.conversation import CONVERSATION_FEATURES
-from ..data.mixture import MixtureConfig, _Renderer, _write_jsonl, compute_stats, config_hash, plan_mixture
+from ..data.mixture import MixtureConfig, _Renderer, config_hash, plan_mixture, write_mixture
 from . import init_ray
 
 
@@ -52,10 +51,4 @@ def build_mixture_ray(
     schema = CONVERSATION_FEATURES.arrow_schema
     rows = pa.concat_tables(parts).cast(schema) if parts else schema.empty_table()
     ds = datasets.Dataset(rows, fingerprint=config_hash(config))
-    out.mkdir(parents=True, exist_ok=True)
-    ds.save_to_disk(str(out), num_shards=1)
-    stats = compute_stats(config, plan, ds)
-    plan.rejects.write(out / "rejects.jsonl")
-    _write_jsonl(out / "decontamination.jsonl", plan.report)
-    (out / "stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return stats
+    return write_mixture(config, plan, ds, out)
