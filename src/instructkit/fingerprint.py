@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 _CHUNK = 1 << 22
@@ -115,10 +115,13 @@ def _files_under(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file())
 
 
-def path_digest(path: str | Path, exclude: Iterable[str] = ()) -> str:
+def path_digest(
+    path: str | Path, exclude: Iterable[str] = (), keep: Callable[[str], bool] | None = None
+) -> str:
     """Digest of a file, or of a folder's relative file names and their contents.
 
-    `exclude` lists relative names (files or folders) left out, e.g. a cache the folder holds.
+    `exclude` lists relative names (files or folders) left out, e.g. a cache the folder holds;
+    `keep`, when given, decides for each relative file name whether it counts.
     """
     root = Path(path)
     if root.is_file():
@@ -127,7 +130,7 @@ def path_digest(path: str | Path, exclude: Iterable[str] = ()) -> str:
     combined = hashlib.sha256()
     for file in _files_under(root):
         relative = file.relative_to(root).as_posix()
-        if relative in skip or relative.split("/", 1)[0] in skip:
+        if relative in skip or relative.split("/", 1)[0] in skip or (keep is not None and not keep(relative)):
             continue
         combined.update(relative.encode() + b"\0" + file_digest(file, save=False).encode() + b"\n")
     if _DIRTY:  # one write for the whole folder, not one per file

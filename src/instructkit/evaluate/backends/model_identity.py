@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ...fingerprint import file_digest, text_digest
+from ...fingerprint import file_digest, path_digest, text_digest
 from ...hub import cached_revision
 
 # Folder entries that never change what a loaded model computes: training leftovers and notes.
@@ -34,13 +34,7 @@ def is_behaviour_file(relative: str) -> bool:
 
 def model_dir_digest(path: str | Path) -> str:
     """sha256 over the relative name and content digest of every behaviour-defining file in a folder."""
-    root = Path(path)
-    combined = hashlib.sha256()
-    for file in sorted(p for p in root.rglob("*") if p.is_file()):
-        relative = file.relative_to(root).as_posix()
-        if is_behaviour_file(relative):
-            combined.update(relative.encode() + b"\0" + file_digest(file).encode() + b"\n")
-    return combined.hexdigest()
+    return path_digest(path, keep=is_behaviour_file)
 
 
 def source_digest(name: str) -> str | None:
