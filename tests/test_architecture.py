@@ -39,7 +39,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("evaluate", ("html_report", "evaluate")),
     ("synth", ("synth",)),
     ("executors", ("executors",)),
-    ("pipeline", ("recipe", "stage", "pipeline_inputs", "pipeline_stages", "pipeline", "sweep", "report")),
+    (
+        "pipeline",
+        ("recipe", "stage", "pipeline_inputs", "pipeline_stages", "pipeline", "sweep", "run_report"),
+    ),
     (
         "commands",
         (

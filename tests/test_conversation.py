@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from instructkit.data.conversation import Conversation, ConversationError, Message
-from instructkit.data.converters import detect_format, to_conversation
+from instructkit.data.converters import detect_input_format, to_conversation
 from instructkit.errors import InstructkitError
 
 
@@ -58,7 +58,7 @@ CASES = {
 @pytest.mark.parametrize("fmt", sorted(CASES))
 def test_each_converter_detects_and_converts(fmt):
     record = CASES[fmt]
-    assert detect_format(record.keys()) == fmt
+    assert detect_input_format(record.keys()) == fmt
     conv = to_conversation(record, fmt, "f.jsonl", 3)
     assert [(m.role, m.content) for m in conv.messages] == [("user", "Q"), ("assistant", "A")]
     assert (conv.source, conv.row_id) == ("f.jsonl", 3)
@@ -100,14 +100,14 @@ def test_conversational_prompt_completion():
 
 def test_unknown_columns_list_found_and_accepted():
     with pytest.raises(InstructkitError) as info:
-        detect_format(["query", "reply"])
+        detect_input_format(["query", "reply"])
     text = str(info.value)
     assert "['query', 'reply']" in text and "alpaca: instruction, output" in text
 
 
 def test_ambiguous_columns_say_which_formats_fit():
     with pytest.raises(InstructkitError, match="ambiguous.*alpaca.*dolly"):
-        detect_format(["instruction", "output", "response"])
+        detect_input_format(["instruction", "output", "response"])
 
 
 @pytest.mark.parametrize(

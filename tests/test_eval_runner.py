@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from instructkit.evaluate.backends.hf import HFBackend
-from instructkit.evaluate.report import compare, write_report
+from instructkit.evaluate.eval_report import compare, write_report
 from instructkit.evaluate.runner import EvalConfig, evaluate
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"

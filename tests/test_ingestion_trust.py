@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from instructkit.cli import app
-from instructkit.data.prepare import PrepareConfig, detect_file_format, prepare
+from instructkit.data.prepare import PrepareConfig, detect_file_input_format, prepare
 from instructkit.data.sources import iter_file_rows
 from instructkit.errors import BadRowError, InstructkitError
 from instructkit.models.chat_templates import TULU
@@ -160,7 +160,7 @@ def test_a_bad_first_row_is_rejected_alone_in_skip_mode(run, tmp_path, named):
     assert stats["files"] == [
         {
             "path": str(bad),
-            "format": "alpaca",
+            "input_format": "alpaca",
             "rows_read": 3,
             "rows_kept": 2,
             "rows_rejected": 1,
@@ -173,7 +173,7 @@ def test_the_majority_of_a_files_first_rows_decides_its_format(tmp_path):
     src = write(
         tmp_path / "a.jsonl", jsonl([{"prompt": "p", "completion": "c"}] + [chat(i) for i in range(3)])
     )
-    assert detect_file_format(str(src)) == ("messages", "")
+    assert detect_file_input_format(str(src)) == ("messages", "")
 
 
 def test_errors_name_the_input_line_not_the_records_own_source_fields(run, tmp_path):
@@ -233,7 +233,7 @@ def test_stats_lists_every_input_file_with_rows_read_kept_rejected_dropped(run, 
     assert stats["files"] == [
         {
             "path": str(data / "a.jsonl"),
-            "format": "messages",
+            "input_format": "messages",
             "rows_read": 3,
             "rows_kept": 2,
             "rows_rejected": 1,
@@ -241,7 +241,7 @@ def test_stats_lists_every_input_file_with_rows_read_kept_rejected_dropped(run, 
         },
         {
             "path": str(data / "b.csv"),
-            "format": "question_answer",
+            "input_format": "question_answer",
             "rows_read": 2,
             "rows_kept": 1,
             "rows_rejected": 1,
@@ -249,7 +249,7 @@ def test_stats_lists_every_input_file_with_rows_read_kept_rejected_dropped(run, 
         },
         {
             "path": str(data / "c.jsonl"),
-            "format": "messages",
+            "input_format": "messages",
             "rows_read": 2,
             "rows_kept": 1,
             "rows_rejected": 0,

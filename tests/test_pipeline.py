@@ -12,7 +12,7 @@ from instructkit.cli import app
 from instructkit.errors import InstructkitError
 from instructkit.pipeline import build_pipeline
 from instructkit.recipe import RECIPES_DIR, load_recipe
-from instructkit.report import SECTIONS
+from instructkit.run_report import SECTIONS
 
 SMALL = {
     "mixture.rate.cap": "20",

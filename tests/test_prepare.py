@@ -85,7 +85,7 @@ def test_unpacked_output_masks_and_counts(tokenizer_dir, tmp_path):
     assert stats["trainable_tokens"] == 5 * len(trained)
     assert stats["tokens"] == sum(ds["length"])
     settings = json.loads((tmp_path / "out" / "prepare.json").read_text())
-    assert settings["packed"] is False and settings["format"] == "messages"
+    assert settings["packed"] is False and settings["input_format"] == "messages"
     assert (tmp_path / "out" / "tokenizer" / "tokenizer.json").is_file()
 
 
@@ -205,10 +205,10 @@ def test_mixed_format_prepare_records_every_format_with_files_and_rows(tokenizer
         tmp_path / "alpaca.jsonl", [{"instruction": "Say hi.", "input": "", "output": "hi"}] * 2
     )
     stats = prepare(cfg([chats, alpaca], tokenizer_dir, tmp_path / "o"), progress=False)
-    assert [f["format"] for f in stats["files"]] == ["messages", "alpaca"]
+    assert [f["input_format"] for f in stats["files"]] == ["messages", "alpaca"]
     settings = json.loads((tmp_path / "o" / "prepare.json").read_text())
-    assert settings["format"] == "mixed"
-    assert settings["formats"] == {
+    assert settings["input_format"] == "mixed"
+    assert settings["input_formats"] == {
         "alpaca": {"files": [str(alpaca)], "rows_read": 2, "rows_kept": 2},
         "messages": {"files": [str(chats)], "rows_read": 3, "rows_kept": 3},
     }

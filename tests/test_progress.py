@@ -22,7 +22,7 @@ def _restore_settings():
 
 def _capture(**settings) -> io.StringIO:
     stream = io.StringIO()
-    progress.SETTINGS.__dict__.update({"quiet": False, "format": "text", "interval": 0.0, **settings})
+    progress.SETTINGS.__dict__.update({"quiet": False, "log_format": "text", "interval": 0.0, **settings})
     progress.SETTINGS.stream = stream
     return stream
 
@@ -46,7 +46,7 @@ def test_lines_are_rate_limited_by_the_interval():
 
 
 def test_json_lines_and_quiet():
-    stream = _capture(format="json")
+    stream = _capture(log_format="json")
     with progress.Progress("train", total=2, unit="step") as bar:
         bar.update(completed=1, loss=2.5)
     records = [json.loads(line) for line in stream.getvalue().splitlines()]

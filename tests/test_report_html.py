@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 from _report_runs import BASE, TUNED, flips, write_eval_run, write_pipeline_run
 from instructkit.cli import app
-from instructkit.evaluate.report import write_report
+from instructkit.evaluate.eval_report import write_report
 from instructkit.recipe import load_recipe
-from instructkit.report import write_run_report
+from instructkit.run_report import write_run_report
 
 CHROMIUM = Path("/usr/bin/chromium")
 EVIL = "heldout_rows/<img src=x>"  # a task name from a user file must be shown, never parsed as HTML

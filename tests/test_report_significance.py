@@ -9,10 +9,16 @@ import pytest
 
 from _report_runs import BASE, TUNED, flips, write_eval_run, write_pipeline_run
 from instructkit.evaluate import significance as sig
+from instructkit.evaluate.eval_report import (
+    compare,
+    compare_groups,
+    compare_markdown,
+    load_run,
+    markdown_table,
+)
 from instructkit.evaluate.metrics import sign_flip_test
-from instructkit.evaluate.report import compare, compare_groups, compare_markdown, load_run, markdown_table
 from instructkit.recipe import load_recipe
-from instructkit.report import write_run_report
+from instructkit.run_report import write_run_report
 
 
 def test_sign_flip_test_is_the_exact_mcnemar_test_on_binary_rows():

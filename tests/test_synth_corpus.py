@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from instructkit.synth.corpus import CorpusConfig, TokenCounter, build_corpus, concatenate
-from instructkit.synth.format import Pair
-from instructkit.synth.templates import answer_text, question_text, split_options
+from instructkit.synth.corpus_templates import answer_text, question_text, split_options
+from instructkit.synth.markup import Pair
 
 
 def _records(n: int) -> list[dict]:

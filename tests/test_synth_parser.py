@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from instructkit.synth.format import Pair, SynthFormat
+from instructkit.synth.markup import Pair, SynthFormat
 from instructkit.synth.parser import REASONS, parse_pairs
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from instructkit.synth.format import Pair, SynthFormat, encode, encode_example
+from instructkit.synth.markup import Pair, SynthFormat, encode, encode_example
 from instructkit.synth.rounds import Entry, build_prompt, plan_chains
 
 

@@ -7,7 +7,7 @@ import json
 import datasets
 
 from instructkit.data.tokenize import IGNORE_INDEX
-from instructkit.synth.format import Pair, SynthFormat
+from instructkit.synth.markup import Pair, SynthFormat
 from instructkit.synth.paragraphs import generate_paragraph_rows
 from instructkit.synth.task_rows import normalize_row, read_task_rows, split_context
 from instructkit.synth.training_data import TrainDataConfig, group_examples, make_training_data

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from instructkit.data.formats import ANSWER_PREFIX, FormatMix
+from instructkit.data.prompt_formats import ANSWER_PREFIX, FormatMix
 from instructkit.data.rejects import RejectLog
 from instructkit.data.tasks import eval_examples, load_catalog, load_task_file, render_task_rows, task_rows
 from instructkit.errors import BadRowError, HubUnreachableError, InstructkitError

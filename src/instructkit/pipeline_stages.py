@@ -376,7 +376,7 @@ def report_stage(recipe: Recipe) -> Stage:
     needs = ["train", "eval-tuned"] + (["eval-base"] if recipe.evaluate.compare_base else [])
 
     def run(out: Path, inputs: dict[str, Path]) -> dict[str, Any]:
-        from .report import write_run_report
+        from .run_report import write_run_report
 
         path = write_run_report(recipe, inputs, out)
         return {"report": str(path)}

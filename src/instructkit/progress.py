@@ -21,7 +21,7 @@ class LogSettings:
     """How progress is shown: quiet, text or JSON lines, and the seconds between plain log lines."""
 
     quiet: bool = False
-    format: LogFormat = "text"
+    log_format: LogFormat = "text"
     interval: float = float(os.environ.get("INSTRUCTKIT_LOG_INTERVAL", "30"))
     stream: TextIO | None = None  # None: standard error at the time of writing
 
@@ -39,7 +39,7 @@ def configure(
     if quiet is not None:
         SETTINGS.quiet = quiet
     if log_format is not None:
-        SETTINGS.format = log_format
+        SETTINGS.log_format = log_format
     if interval is not None:
         SETTINGS.interval = interval
     return SETTINGS
@@ -67,7 +67,7 @@ def log_event(stage: str, message: str, **fields: Any) -> None:
     if SETTINGS.quiet:
         return
     out = SETTINGS.out()
-    if SETTINGS.format == "json":
+    if SETTINGS.log_format == "json":
         out.write(
             json.dumps({"time": round(time.time(), 3), "stage": stage, "message": message, **fields}) + "\n"
         )
@@ -88,7 +88,7 @@ class Progress:
         out = SETTINGS.out()
         if SETTINGS.quiet:
             return
-        if SETTINGS.format == "text" and _is_terminal(out):
+        if SETTINGS.log_format == "text" and _is_terminal(out):
             self._start_bar(out)
         else:
             self._line("started")
@@ -133,7 +133,7 @@ class Progress:
         elapsed = self._last_line - self.start
         eta = self.eta_seconds()
         out = SETTINGS.out()
-        if SETTINGS.format == "json":
+        if SETTINGS.log_format == "json":
             record = {
                 "time": round(time.time(), 3),
                 "stage": self.stage,

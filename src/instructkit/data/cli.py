@@ -17,7 +17,7 @@ console = Console()
 
 
 @data_app.command("prepare")
-@options_from(PrepareConfig, arguments=["sources"], aliases={"format": []})
+@options_from(PrepareConfig, arguments=["sources"], aliases={"input_format": ["--format"]})
 def prepare_command(
     fields: dict,
     executor: str = typer.Option("local", help=EXECUTOR_HELP),

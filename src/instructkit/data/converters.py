@@ -13,7 +13,7 @@ from ..errors import InstructkitError
 from .conversation import Conversation, ConversationError, Message, turn_controls
 
 # Required and optional columns per format, in detection priority order.
-FORMATS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+INPUT_FORMATS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "messages": (frozenset({"messages"}), frozenset()),
     "sharegpt": (frozenset({"conversations"}), frozenset()),
     "alpaca": (frozenset({"instruction", "output"}), frozenset({"input"})),
@@ -39,22 +39,22 @@ SHAREGPT_ROLES = {
 END_OF_TEXT_MARKERS = ("<|endoftext|>",)  # the P3/T0 files end completions with this literal
 
 
-def detect_format(columns: Iterable[str]) -> str:
+def detect_input_format(columns: Iterable[str]) -> str:
     """Name the format whose required columns are present; error if none or several fit."""
     cols = set(columns)
-    matches = [name for name, (required, _) in FORMATS.items() if required <= cols]
+    matches = [name for name, (required, _) in INPUT_FORMATS.items() if required <= cols]
     if "messages" in matches:  # instructkit's own conversation datasets carry extra metadata columns
         return "messages"
     if len(matches) == 1:
         return matches[0]
-    accepted = "; ".join(f"{n}: {', '.join(sorted(r))}" for n, (r, _) in FORMATS.items())
+    accepted = "; ".join(f"{n}: {', '.join(sorted(r))}" for n, (r, _) in INPUT_FORMATS.items())
     if not matches:
         raise InstructkitError(
             f"cannot tell the data format from the columns {sorted(cols)}. Accepted formats (required columns): "
-            f"{accepted}. Pass --format to choose one."
+            f"{accepted}. Pass --input-format to choose one."
         )
     raise InstructkitError(
-        f"ambiguous data format: the columns {sorted(cols)} fit {', '.join(matches)}. Pass --format to choose one."
+        f"ambiguous data format: the columns {sorted(cols)} fit {', '.join(matches)}. Pass --input-format to choose one."
     )
 
 

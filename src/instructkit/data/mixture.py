@@ -27,9 +27,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ..errors import InstructkitError
 from .conversation import CONVERSATION_FEATURES
 from .decontaminate import DecontaminateSpec, EvalIndex
-from .formats import FormatMix
 from .prepare_config import OnError
 from .procedural.rng import stable_rng
+from .prompt_formats import FormatMix
 from .rejects import RejectLog
 from .tasks import Task, load_catalog, render_training_example, select_tasks, task_rows
 

@@ -24,7 +24,7 @@ from ..atomic import atomic_dir
 from ..errors import BadRowError, InstructkitError
 from ..fingerprint import text_digest
 from .conversation import CONVERSATION_FEATURES, ConversationError
-from .converters import FORMATS, detect_format, to_conversations
+from .converters import INPUT_FORMATS, detect_input_format, to_conversations
 from .packing import pack_table
 from .prepare_config import Overlong, PrepareConfig
 from .prepared import IGNORE_INDEX, write_prepared
@@ -64,7 +64,7 @@ def read_examples(
     chosen: str | None = fmt
     rows_read: dict[str, int] = {}
     for unit, from_directory in units:
-        unit_format, why = (fmt, "") if fmt else detect_file_format(unit)
+        unit_format, why = (fmt, "") if fmt else detect_file_input_format(unit)
         if unit_format is None and why:
             if not from_directory:
                 raise InstructkitError(f"{unit}: {why}")
@@ -91,7 +91,7 @@ def read_examples(
     return datasets.Dataset.from_list(records, features=features), chosen, rows_read
 
 
-def detect_file_format(source: str) -> tuple[str | None, str]:
+def detect_file_input_format(source: str) -> tuple[str | None, str]:
     """The format most of a source's first `DETECT_ROWS` decodable rows fit (ties: the earliest).
 
     Returns (None, why) when no decodable row fits any format, and (None, "") when the source has no
@@ -105,7 +105,7 @@ def detect_file_format(source: str) -> tuple[str | None, str]:
                 continue
             seen += 1
             try:
-                votes[detect_format(raw.record.keys())] += 1
+                votes[detect_input_format(raw.record.keys())] += 1
             except InstructkitError as exc:
                 why = why or f"no row fits a known format (row {raw.row}: {exc})"
             if votes and seen >= DETECT_ROWS:
@@ -126,8 +126,8 @@ def _convert(
                     "missing or empty" if not text else f"expected a string, got {type(text).__name__}",
                 )
             return [{"text": text, "source": file, "row_id": row}]
-        if fmt not in FORMATS:
-            raise InstructkitError(f"unknown format {fmt!r} (accepted: {', '.join(FORMATS)})")
+        if fmt not in INPUT_FORMATS:
+            raise InstructkitError(f"unknown format {fmt!r} (accepted: {', '.join(INPUT_FORMATS)})")
         convs = to_conversations(record, fmt, file, row)
         return [{**conv.to_record(), "source": file, "row_id": row} for conv in convs]
     except ConversationError as exc:
@@ -272,7 +272,7 @@ def prepare(
     skipped_files: list[dict[str, str]] = []
     file_formats: dict[str, str] = {}
     ds, fmt, rows_read = read_examples(
-        cfg.sources, cfg.format, rejects, skipped_files, cfg.skip_unknown_files, file_formats
+        cfg.sources, cfg.input_format, rejects, skipped_files, cfg.skip_unknown_files, file_formats
     )
     if len(ds) == 0:  # nothing to tokenize (every row rejected, or no data): stop with the rejects written
         _stop_empty(cfg, _empty_stats(rows_read, rejects, Counter(), skipped_files), rejects)
@@ -296,7 +296,7 @@ def prepare(
     stats = _count(kept, status, sum(rows_read.values()), len(rejects), len(ds))
     stats["files"] = file_counts(rows_read, kept.data.table, rejects)
     for entry in stats["files"]:
-        entry["format"] = file_formats.get(entry["path"])
+        entry["input_format"] = file_formats.get(entry["path"])
     stats["skipped_files"] = skipped_files
     if len(kept) == 0:
         _stop_empty(cfg, stats, rejects)
@@ -422,8 +422,13 @@ def _write_output(
 ) -> None:
     """Save the prepared folder (atomically, in the one format `train` reads)."""
     formats = formats_summary(stats.get("files", []))
-    fmt = fmt if len(formats) <= 1 else "mixed"  # `formats` says which, with files and rows
-    settings = {**cfg.model_dump(mode="json"), "format": fmt, "formats": formats, "packed": cfg.pack}
+    fmt = fmt if len(formats) <= 1 else "mixed"  # `input_formats` says which, with files and rows
+    settings = {
+        **cfg.model_dump(mode="json"),
+        "input_format": fmt,
+        "input_formats": formats,
+        "packed": cfg.pack,
+    }
     write_prepared(cfg.out, final, tokenizer, settings, stats, rejects.write)
 
 
@@ -431,9 +436,9 @@ def formats_summary(files: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per input format: its files and their rows read and kept (prepare.json records every format of a mix)."""
     out: dict[str, dict[str, Any]] = {}
     for entry in files:
-        if entry.get("format") is None:
+        if entry.get("input_format") is None:
             continue
-        group = out.setdefault(entry["format"], {"files": [], "rows_read": 0, "rows_kept": 0})
+        group = out.setdefault(entry["input_format"], {"files": [], "rows_read": 0, "rows_kept": 0})
         group["files"].append(entry["path"])
         group["rows_read"] += entry["rows_read"]
         group["rows_kept"] += entry["rows_kept"]

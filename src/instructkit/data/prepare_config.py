@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 LossOn = Literal["assistant", "last_assistant", "all"]
 Overlong = Literal["truncate", "drop", "split"]
@@ -21,7 +21,7 @@ ControlTokens = Literal["text", "refuse"]
 class PrepareSettings(BaseModel):
     """How conversations become token rows: tokenizer, template, masks, lengths, packing, bad rows."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     tokenizer: str | None = Field(
         None,
@@ -37,8 +37,11 @@ class PrepareSettings(BaseModel):
         "assistant", description="assistant (every reply) | last_assistant | all (pretraining)."
     )
     overlong: Overlong = Field("truncate", description="truncate | drop | split (split: pretraining only).")
-    format: str | None = Field(
-        None, description="Force the input format instead of detecting it from the columns."
+    input_format: str | None = Field(
+        None,
+        validation_alias=AliasChoices("input_format", "format"),
+        description="Force the input format (alpaca, sharegpt, messages, ...) instead of detecting it "
+        "from the columns.",
     )
     on_error: OnError = Field(
         "raise", description="raise: stop at the first bad row; skip: write it to rejects.jsonl and go on."

@@ -11,8 +11,8 @@ from ..lazy import lazy_exports
 _EXPORTS = {
     "catalog_eval_tasks": ".catalog_tasks",
     "pairwise_win_rate": ".judge",
-    "compare": ".report",
-    "write_report": ".report",
+    "compare": ".eval_report",
+    "write_report": ".eval_report",
     "EvalConfig": ".runner",
     "evaluate": ".runner",
     "EvalDoc": ".spec",

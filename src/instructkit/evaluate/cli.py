@@ -50,7 +50,7 @@ def run_cmd(
     ray_address: str = typer.Option(None, help=RAY_ADDRESS_HELP),
 ) -> None:
     """Evaluate MODEL on a suite and/or tasks; prints the summary table."""
-    from .report import markdown_table
+    from .eval_report import markdown_table
     from .runner import EvalConfig, evaluate
 
     if not suite and not tasks:
@@ -115,7 +115,7 @@ def report_cmd(
     out: Path = typer.Option(None, help="where report.md and PNG charts go (default: first run)"),
 ) -> None:
     """Print and write a Markdown table and PNG charts (per task, per group, normalized average)."""
-    from .report import load_run, markdown_table, write_report
+    from .eval_report import load_run, markdown_table, write_report
 
     loaded = [load_run(r) for r in runs]
     console.print(markdown_table(loaded))
@@ -130,7 +130,7 @@ def compare_cmd(
     out: Path = typer.Option(None, help="also write the comparison as Markdown here, and as HTML beside it"),
 ) -> None:
     """Per-task and per-group deltas B − A with 95% intervals and a paired test on shared rows."""
-    from .report import compare, compare_groups, compare_markdown, write_compare
+    from .eval_report import compare, compare_groups, compare_markdown, write_compare
 
     console.print(compare_markdown(compare(a, b), a.name, b.name, groups=compare_groups(a, b)))
     if out:

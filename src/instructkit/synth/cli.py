@@ -181,7 +181,7 @@ def evaluate(
     out: Path | None = typer.Option(None, help="Write the report JSON here."),
 ) -> None:
     """Response F1 (seen/unseen datasets) and pair statistics of a synthesizer."""
-    from .evaluate import evaluate_synthesizer
+    from .measure import evaluate_synthesizer
     from .task_rows import read_task_rows
 
     rows = [r for source in data for r in read_task_rows(source)]

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InstructkitError
-from .format import Pair
+from .corpus_templates import render
+from .markup import Pair
 from .shards import finished_records, read_jsonl
-from .templates import render
 
 DOC_SEPARATORS = ["\n\n\n", "\n\n", "\n\n---\n\n"]
 
@@ -151,14 +151,14 @@ def _mixed(source, ratio, n_aug, name, reader, count, budget, seed) -> list[dict
 
 def _general_texts(source: str) -> list[str]:
     """General instruction data as plain text: the conversation's turns separated by blank lines."""
-    from ..data.converters import detect_format, to_conversation
+    from ..data.converters import detect_input_format, to_conversation
     from ..data.sources import iter_source_rows
 
     texts = []
     for raw in iter_source_rows(source):
         if raw.error is not None:
             raise raw.error
-        conv = to_conversation(raw.record, detect_format(raw.record.keys()), raw.file, raw.row)
+        conv = to_conversation(raw.record, detect_input_format(raw.record.keys()), raw.file, raw.row)
         texts.append("\n\n".join(m.content for m in conv.messages))
     return texts
 

@@ -132,7 +132,7 @@ def _compare_f1(out: Path, synth: Path, s: DemoSize) -> dict[str, Any]:
 
 def _measure(out: Path, model: Path, s: DemoSize) -> dict[str, Any]:
     """`evaluate_synthesizer` on the held-out rows of the seen datasets plus an unseen dataset."""
-    from .evaluate import evaluate_synthesizer
+    from .measure import evaluate_synthesizer
 
     seen = set(json.loads((out / "synth_data" / "stats.json").read_text())["datasets"])
     report = evaluate_synthesizer(

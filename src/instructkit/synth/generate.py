@@ -18,8 +18,8 @@ from typing import Any
 from ..errors import InstructkitError
 from ..evaluate.backends.base import Backend, greedy_texts
 from ..evaluate.backends.load import load_backend
-from .format import SynthFormat
 from .inputs import read_texts
+from .markup import SynthFormat
 from .parser import parse_pairs
 from .quality import pair_statistics
 from .rounds import Entry, build_prompt, plan_chains

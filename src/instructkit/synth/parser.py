@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .format import ANS, END, QUE, Pair
+from .markup import ANS, END, QUE, Pair
 
 REASONS = (
     "incomplete_trailing",

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .format import Pair, SynthFormat, encode, encode_example
+from .markup import Pair, SynthFormat, encode, encode_example
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..data.prepared import IGNORE_INDEX
 from ..errors import InstructkitError
-from .format import Pair, SynthFormat, encode_example
+from .markup import Pair, SynthFormat, encode_example
 from .task_rows import read_task_rows
 
 

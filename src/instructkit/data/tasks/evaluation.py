@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import InstructkitError
-from ..formats import (
+from ..procedural.rng import stable_rng
+from ..prompt_formats import (
     ANSWER_PREFIX,
     COT,
     FEW_SHOT,
@@ -18,7 +19,6 @@ from ..formats import (
     render_example,
     row_options,
 )
-from ..procedural.rng import stable_rng
 from ..templates import Template
 from .rows import task_rows
 from .schema import Task

@@ -6,13 +6,13 @@ from pathlib import Path
 from typing import Any
 
 from ..conversation import Conversation, Message
-from ..formats import (
+from ..procedural.rng import stable_rng
+from ..prompt_formats import (
     FormatMix,
     choose_format,
     pick_exemplars,
     render_example,
 )
-from ..procedural.rng import stable_rng
 from .rows import task_rows
 from .schema import Task
 

@@ -12,7 +12,7 @@ import random
 import re
 from collections.abc import Callable, Sequence
 
-from .format import Pair
+from .markup import Pair
 
 QA_STYLES = [
     ("Question: ", "Answer: ", "\n"),

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from .evaluate import significance as sig
-from .evaluate.report import load_run
+from .evaluate.eval_report import load_run
 from .html_report import Section, Table, render_markdown, write_html
 
 SECTIONS = (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from instructkit.synth.format import Pair, SynthFormat, encode, encode_example, encode_question
+from instructkit.synth.markup import Pair, SynthFormat, encode, encode_example, encode_question
 
 PAIRS = [Pair("Who wrote it?", "Ada"), Pair("When?", "In 1843.")]
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from instructkit.data.formats import (
+from instructkit.data.procedural.rng import stable_rng
+from instructkit.data.prompt_formats import (
     ANSWER_PREFIX,
     COT_TRIGGER,
     DELIMITERS,
@@ -15,7 +16,6 @@ from instructkit.data.formats import (
     pick_exemplars,
     render_example,
 )
-from instructkit.data.procedural.rng import stable_rng
 from instructkit.data.tasks import Task
 
 TASK = Task.model_validate(

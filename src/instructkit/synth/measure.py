@@ -15,7 +15,7 @@ from typing import Any
 from ..evaluate.backends.base import Backend, greedy_texts
 from ..evaluate.backends.load import load_backend
 from ..evaluate.metrics import token_f1
-from .format import END, SynthFormat, encode_question
+from .markup import END, SynthFormat, encode_question
 from .parser import parse_pairs
 from .quality import pair_statistics
 from .rounds import build_prompt
