@@ -75,7 +75,7 @@ def write_prepared_dir(tokenizer, rows) -> str:
 
 def run_instructkit(data_dir: str, seed: int = 42):
     from instructkit.train.config import TrainConfig
-    from instructkit.train.trainer import train
+    from instructkit.train.run import train
 
     out = WORK / f"instructkit-{seed}"
     config = TrainConfig(

@@ -646,7 +646,8 @@ def train_case(ctx: Ctx, model_name: str, method: str, packed: bool, gc: bool, d
     from instructkit.train.collators import PackedCollator, PaddedCollator, assert_packed_isolation
     from instructkit.train.config import TrainConfig
     from instructkit.train.lora import apply_lora
-    from instructkit.train.trainer import InstructTrainer, training_arguments
+    from instructkit.train.setup import training_arguments
+    from instructkit.train.trainer import InstructTrainer
 
     sizes, shape = ctx.sizes, ctx.sizes.train_models[model_name]
     precision = "bf16" if ctx.cuda else "fp32"

@@ -27,7 +27,8 @@ from instructkit.models.loading import load_model_and_tokenizer, load_tokenizer
 from instructkit.models.tiny import build_tiny_model, default_tokenizer, train_tiny_tokenizer
 from instructkit.train.config import TrainConfig
 from instructkit.train.lora import apply_lora
-from instructkit.train.trainer import describe_precision, train
+from instructkit.train.run import train
+from instructkit.train.setup import describe_precision
 
 CHATS = [
     {

@@ -27,7 +27,7 @@ from instructkit.train.attention import (
 )
 from instructkit.train.collators import PackedCollator, assert_packed_isolation, packed_cross_talk
 from instructkit.train.config import TrainConfig
-from instructkit.train.trainer import build_model
+from instructkit.train.setup import build_model
 from test_train_support import addition_dir
 
 LENGTHS = [5, 17, 3, 16, 16, 9, 1, 40]  # equal, near-equal (one bucket, padded) and odd lengths

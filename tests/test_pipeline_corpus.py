@@ -81,7 +81,7 @@ def quick_synthesizer(tmp_path) -> Path:
     """A tiny synthesizer trained for a few seconds: it writes well-formed pairs, answers mostly wrong."""
     from instructkit.synth import TrainDataConfig, make_training_data
     from instructkit.train.config import TrainConfig
-    from instructkit.train.trainer import train
+    from instructkit.train.run import train
 
     data, model = tmp_path / "synth_data", tmp_path / "synth"
     sources = ["paragraphs:people:60", "paragraphs:towns:60"]

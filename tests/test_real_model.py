@@ -19,7 +19,7 @@ from instructkit.errors import InstructkitError
 from instructkit.models.identity import IDENTITY_KEY, TokenizerMismatchError, tokenizer_identity
 from instructkit.models.loading import check_max_length, load_model_and_tokenizer
 from instructkit.train.config import TrainConfig
-from instructkit.train.trainer import train
+from instructkit.train.run import train
 
 pytestmark = pytest.mark.slow
 

@@ -25,7 +25,7 @@ from instructkit.models.tiny import build_tiny_model, train_tiny_tokenizer
 from instructkit.pipeline_inputs import reference_inputs
 from instructkit.synth.generate import GenerateConfig, generate_pairs
 from instructkit.train.config import TrainConfig
-from instructkit.train.trainer import train
+from instructkit.train.run import train
 
 pytestmark = pytest.mark.slow
 

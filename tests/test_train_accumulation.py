@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from instructkit.train.config import TrainConfig
-from instructkit.train.trainer import train
+from instructkit.train.run import train
 from test_train_support import mixed_dir
 
 SPLITS = [(1, 8), (2, 4), (8, 1)]  # (rows per micro-batch, accumulation steps)

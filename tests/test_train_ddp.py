@@ -23,7 +23,7 @@ CHILD = textwrap.dedent(
     import json, os, sys
     from instructkit.train import collators
     from instructkit.train.config import TrainConfig
-    from instructkit.train.trainer import train
+    from instructkit.train.run import train
 
     seen_path = sys.argv[2].format(rank=os.environ.get("RANK", "0"))
     original = collators.PackedCollator.__call__

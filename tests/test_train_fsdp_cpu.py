@@ -24,7 +24,7 @@ CHILD = textwrap.dedent(
     """
     import sys
     from instructkit.train.config import TrainConfig
-    from instructkit.train.trainer import train
+    from instructkit.train.run import train
 
     train(TrainConfig.model_validate_json(sys.argv[1]))
     """

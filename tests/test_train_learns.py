@@ -8,7 +8,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from instructkit.train.config import TrainConfig
-from instructkit.train.trainer import train
+from instructkit.train.run import train
 from test_train_support import copy_pairs, tokenize_pair, write_prepared
 
 STEPS = 450  # ~240 tokens a step; loss is below 0.1 by step 300 and about 0.01 at 450

@@ -11,7 +11,7 @@ import torch
 
 from instructkit.errors import InstructkitError
 from instructkit.train.config import TrainConfig
-from instructkit.train.trainer import train
+from instructkit.train.run import train
 from test_train_support import copy_dir
 
 
@@ -117,7 +117,7 @@ def test_qlora_on_cpu_is_a_clear_error(packed, tmp_path):
 
 
 def test_padded_mode_groups_batches_by_length(padded):
-    from instructkit.train.trainer import training_arguments
+    from instructkit.train.setup import training_arguments
 
     config = TrainConfig(data=padded, output_dir=".", progress=False)
     assert training_arguments(config, "fp32", packed=False).train_sampling_strategy == "group_by_length"

@@ -15,7 +15,7 @@ import pytest
 from instructkit.errors import InstructkitError
 from instructkit.train import checkpoint as ckpt
 from instructkit.train.config import TrainConfig
-from instructkit.train.trainer import train
+from instructkit.train.run import train
 from test_train_support import copy_dir
 
 STEPS, SAVE_EVERY, KILL_AT = 8, 2, 6
@@ -26,7 +26,8 @@ CHILD = textwrap.dedent(
     """
     import os, signal, sys
     from instructkit.train.config import TrainConfig
-    from instructkit.train.trainer import InstructTrainer, train
+    from instructkit.train.trainer import InstructTrainer
+    from instructkit.train.run import train
 
     original = InstructTrainer._save_rng_state
 

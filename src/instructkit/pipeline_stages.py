@@ -169,7 +169,7 @@ def train_stage(recipe: Recipe) -> Stage:
 
     def run(out: Path, inputs: dict[str, Path]) -> dict[str, Any]:
         from .train.config import TrainConfig
-        from .train.trainer import train
+        from .train.run import train
 
         resume = any(out.glob("checkpoint-*"))
         fields = {**recipe.train.model_dump(), "resume": resume}

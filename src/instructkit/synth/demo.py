@@ -56,7 +56,7 @@ def synthesizer_sources(size: DemoSize) -> list[str]:
 def train_default_synthesizer(out_dir: str | Path, size: str = "small") -> Path:
     """Train (or reuse, when already finished) the tiny synthesizer; returns its model folder."""
     from ..train.config import TrainConfig
-    from ..train.trainer import train
+    from ..train.run import train
     from .training_data import TrainDataConfig, make_training_data
 
     s, out = _size(size), Path(out_dir)
@@ -184,7 +184,7 @@ def _corpus_and_pretrain(out: Path, synth: Path, s: DemoSize) -> tuple[dict[str,
     """Build the augmented corpus, prepare it as pretraining text and pretrain a tiny model on it."""
     from ..data.prepare import PrepareConfig, prepare
     from ..train.config import TrainConfig
-    from ..train.trainer import train
+    from ..train.run import train
     from .corpus import CorpusConfig, build_corpus
 
     corpus = build_corpus(

@@ -5,8 +5,8 @@ from ..lazy import lazy_exports
 _EXPORTS = {
     "TrainConfig": ".config",
     "load_model_and_tokenizer": ".models",
-    "TrainResult": ".trainer",
-    "train": ".trainer",
+    "TrainResult": ".run",
+    "train": ".run",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -41,7 +41,7 @@ def train_command(
     """Train a causal LM on prepared data (SFT or instruction pre-training; full, LoRA or QLoRA)."""
     from rich.console import Console
 
-    from .trainer import train
+    from .run import train
 
     result = train(_config(fields, config_file))
     Console().print(
