@@ -31,6 +31,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "progress",
             "cli_options",
             "hub",
+            "charts",
         ),
     ),
     ("models", ("models",)),

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from . import charts
 from .evaluate import significance as sig
 from .evaluate.eval_report import load_run
 from .html_report import Section, Table, render_markdown, write_html
@@ -293,59 +294,33 @@ def _artifacts(root: Path) -> list[tuple[str, Path]]:
 
 def _charts(out: Path, losses, sets: list[Row], tasks: list[Row]) -> dict[str, Path]:
     """PNG charts: loss curve, normalized score per eval set and score per task, with 95% intervals."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    charts: dict[str, Path] = {}
+    drawn: dict[str, Path] = {}
     if losses:
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        ax.plot([s for s, _ in losses], [v for _, v in losses])
-        ax.set(xlabel="optimizer step", ylabel="training loss", title="Training loss")
-        charts["loss"] = _save(fig, out / "loss.png")
-    charts["sets"] = _bars(plt, out / "sets.png", sets, "Normalized score by eval set (95% CI)")
-    charts["tasks"] = _bars(plt, out / "tasks.png", tasks, "Score by task (preferred metric, 95% CI)")
-    return charts
-
-
-def _bars(plt, path: Path, rows: list[Row], title: str) -> Path:
-    keys = [key for key, *_ in rows]
-    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(keys) + 2), 4))
-    xs = range(len(keys))
-    has_base = any(b is not None for _, b, _, _ in rows)
-    series = [("base", -0.2, [r[1] for r in rows])] if has_base else []
-    series.append(("tuned", 0.2 if has_base else 0.0, [r[2] for r in rows]))
-    for label, shift, estimates in series:
-        values = [e.value if e else 0.0 for e in estimates]
-        errors = [_error(e) for e in estimates]
-        ax.bar([x + shift for x in xs], values, width=0.4, label=label)
-        ax.errorbar(
-            [x + shift for x in xs],
+        steps, values = zip(*losses)
+        drawn["loss"] = charts.curve(
+            out / "loss.png",
+            steps,
             values,
-            yerr=list(zip(*errors)) if errors else None,
-            fmt="none",
-            ecolor="black",
-            elinewidth=0.8,
-            capsize=2,
+            title="Training loss",
+            xlabel="optimizer step",
+            ylabel="training loss",
         )
-    ax.set_xticks(list(xs), keys, rotation=75, ha="right", fontsize=7)
-    ax.set_title(title)
-    ax.legend()
-    return _save(fig, path)
+    drawn["sets"] = _bars(out / "sets.png", sets, "Normalized score by eval set (95% CI)")
+    drawn["tasks"] = _bars(out / "tasks.png", tasks, "Score by task (preferred metric, 95% CI)")
+    return drawn
 
 
-def _error(e: sig.Estimate | None) -> tuple[float, float]:
-    """Distances from the value down and up to the interval's ends (0 when unknown)."""
-    if e is None or e.low != e.low:
-        return (0.0, 0.0)
-    return (max(0.0, e.value - e.low), max(0.0, e.high - e.value))
-
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return path
+def _bars(path: Path, rows: list[Row], title: str) -> Path:
+    """Base (when evaluated) and tuned bars per row, each with its 95% interval."""
+    columns = {"base": [b for _, b, _, _ in rows], "tuned": [t for _, _, t, _ in rows]}
+    if all(b is None for b in columns["base"]):
+        del columns["base"]
+    series = [
+        charts.Series(
+            label,
+            [e.value if e else None for e in estimates],
+            [(e.low, e.high) if e else (sig.NAN, sig.NAN) for e in estimates],
+        )
+        for label, estimates in columns.items()
+    ]
+    return charts.bars(path, [key for key, *_ in rows], series, title=title)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from . import charts
 from .pipeline import build_pipeline
 from .recipe import Recipe, sweep_recipes
 from .stage import STAGE_FILE
@@ -59,11 +60,6 @@ def _mean_tokens_per_second(path: Path) -> float | None:
 
 def write_sweep_report(recipe: Recipe, root: Path, values: dict[str, dict[str, Any]]) -> Path:
     """A table of every metric per variant and one bar chart per metric."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     metrics = recipe.sweep.metrics
     lines = [
         f"# Sweep: {recipe.name}",
@@ -77,14 +73,9 @@ def write_sweep_report(recipe: Recipe, root: Path, values: dict[str, dict[str, A
         lines.append(f"| {label} | " + " | ".join(_fmt(row[m]) for m in metrics) + " |")
     lines.append("")
     for m in metrics:
-        fig, ax = plt.subplots(figsize=(5, 3.2))
-        labels = list(values)
-        ax.bar(labels, [values[label][m] or 0.0 for label in labels])
-        ax.set(xlabel=recipe.sweep.x_label, ylabel=m, title=m)
-        fig.tight_layout()
         name = "sweep_" + "".join(c if c.isalnum() else "_" for c in m) + ".png"
-        fig.savefig(root / name, dpi=110)
-        plt.close(fig)
+        bars = charts.Series("", [row[m] for row in values.values()])
+        charts.bars(root / name, list(values), [bars], title=m, xlabel=recipe.sweep.x_label, ylabel=m)
         lines.append(f"![{m}]({name})")
     path = root / "sweep.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

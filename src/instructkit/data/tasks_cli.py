@@ -9,7 +9,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ..cli_options import options_from
 from ..executors import EXECUTOR_HELP, RAY_ADDRESS_HELP, check_executor
+from .mixture_config import MixtureConfig, load_mixture_config
 
 if TYPE_CHECKING:
     from .tasks import Task
@@ -18,21 +20,26 @@ console = Console()
 tasks_app = typer.Typer(help="Describe the task catalog.", no_args_is_help=True)
 
 
+# MixtureConfig fields `data build` can override on the command line (name, help, default from the model).
+BUILD_OVERRIDES = ("seed",)
+
+
+@options_from(MixtureConfig, exclude=[n for n in MixtureConfig.model_fields if n not in BUILD_OVERRIDES])
 def build_command(
+    fields: dict,
     mixture: Path = typer.Argument(..., help="mixture YAML"),
     out: Path = typer.Option(..., "--out", help="output directory (a datasets directory + stats.json)"),
     num_proc: int = typer.Option(
         1, "--num-proc", help="worker processes for rendering (output does not change)"
     ),
-    seed: int | None = typer.Option(None, "--seed", help="override the mixture's seed"),
     executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
     ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
 ) -> None:
-    """Render a mixture of tasks into a conversation dataset."""
-    from .mixture import build_mixture, load_mixture_config
+    """Render a mixture of tasks into a conversation dataset; options given override the YAML."""
+    from .mixture import build_mixture
 
     on_ray = check_executor(executor, ray_address) == "ray"
-    config = load_mixture_config(mixture, **({"seed": seed} if seed is not None else {}))
+    config = load_mixture_config(mixture, **fields)
     if on_ray:
         from ..executors.ray_build import build_mixture_ray
 
@@ -58,7 +65,6 @@ def splits_command(
     """Write FLAN-style held-out-cluster splits of a mixture."""
     if not leave_one_cluster_out_flag and not cluster:
         raise typer.BadParameter("pass --leave-one-cluster-out (every cluster) or --cluster NAME")
-    from .mixture import load_mixture_config
     from .splits import leave_one_cluster_out
 
     config = load_mixture_config(mixture)

@@ -1,6 +1,6 @@
 """Reports from results.json files: tables per task and per group (score [95% CI]; for a later run,
-its difference from the first with a paired test), the normalized average, PNG bar charts (matplotlib
-Agg), A-vs-B comparisons, each as Markdown and as one self-contained report.html."""
+its difference from the first with a paired test), the normalized average, PNG bar charts (drawn by
+`instructkit.charts`), A-vs-B comparisons, each as Markdown and as one self-contained report.html."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from .. import charts
 from ..errors import InstructkitError
 from ..html_report import Section, Table, render_markdown, write_html
 from . import significance as sig
@@ -155,52 +156,33 @@ def _links(runs: list[dict[str, Any]]) -> list[tuple[str, Path]]:
 
 
 def _charts(runs: list[dict[str, Any]], out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
+    """tasks.png (score), groups.png and normalized_average.png (normalized): one bar per run."""
     tasks = sorted({t for r in runs for t in r["tasks"]})
     groups = sorted({g for r in runs for g in r.get("groups", {})})
     series = {
-        "tasks": (
-            tasks,
-            [[r["tasks"].get(t, {}).get("score", math.nan) for t in tasks] for r in runs],
-            "score",
-        ),
+        "tasks": (tasks, [[r["tasks"].get(t, {}).get("score") for t in tasks] for r in runs], "score"),
         "groups": (
             groups,
-            [[r.get("groups", {}).get(g, {}).get("normalized", math.nan) for g in groups] for r in runs],
+            [[r.get("groups", {}).get(g, {}).get("normalized") for g in groups] for r in runs],
             "normalized score",
         ),
         "normalized_average": (
             ["normalized average"],
-            [[r.get("normalized_average", math.nan)] for r in runs],
+            [[r.get("normalized_average")] for r in runs],
             "normalized score",
         ),
     }
+    labels = [run_label(r) for r in runs]
     return [
-        _bar_chart(out / f"{name}.png", cats, values, [run_label(r) for r in runs], ylabel)
+        charts.bars(
+            out / f"{name}.png",
+            cats,
+            [charts.Series(label, row) for label, row in zip(labels, values)],
+            ylabel=ylabel,
+        )
         for name, (cats, values, ylabel) in series.items()
         if cats
     ]
-
-
-def _bar_chart(
-    path: Path, categories: list[str], values: list[list[float]], labels: list[str], ylabel: str
-) -> Path:
-    import matplotlib.pyplot as plt
-
-    width = 0.8 / max(1, len(values))
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(categories) * len(values) + 2), 4))
-    for i, (row, label) in enumerate(zip(values, labels)):
-        ax.bar([x + i * width for x in range(len(categories))], row, width, label=label)
-    ax.set_xticks([x + width * (len(values) - 1) / 2 for x in range(len(categories))])
-    ax.set_xticklabels(categories, rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel(ylabel)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
 
 
 def compare(a: str | Path | dict[str, Any], b: str | Path | dict[str, Any]) -> list[dict[str, Any]]:
@@ -340,26 +322,11 @@ def write_compare(a: str | Path, b: str | Path, out: str | Path) -> tuple[Path, 
 
 def _delta_chart(out: Path, rows: list[dict[str, Any]]) -> Path:
     """A forest plot beside `out`: each row's B − A with its 95% interval; significant ones in colour."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 0.28 * len(rows) + 1.2))
-    for y, r in enumerate(reversed(rows)):
-        low, high = r["ci95"]
-        color = ("tab:green" if r["delta"] > 0 else "tab:red") if r["significant"] else "tab:gray"
-        if not math.isnan(low):
-            ax.plot([low, high], [y, y], color=color, linewidth=1.5)
-        ax.plot([r["delta"]], [y], "o", color=color, markersize=4)
-    ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_yticks(range(len(rows)), [r["task"] for r in reversed(rows)], fontsize=7)
-    ax.set_xlabel("B − A (points; normalized for groups); colour: significant (paired test)")
-    fig.tight_layout()
-    path = out.with_suffix(".png")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return charts.deltas(
+        out.with_suffix(".png"),
+        [charts.Delta(r["task"], r["delta"], *r["ci95"], r["significant"]) for r in rows],
+        xlabel="B − A (points; normalized for groups); colour: significant (paired test)",
+    )
 
 
 def _row_difference(row: dict[str, Any]) -> sig.Difference:

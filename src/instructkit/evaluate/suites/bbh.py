@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ...errors import InstructkitError
 from ..spec import EvalDoc, EvalTask
+from .kinds import reasoning_task, variant
 
 _EXEMPLAR = re.compile(r"Q: (.*?)\nA: (.*?)(?=\n\nQ: |\Z)", re.DOTALL)
 _OPTION = re.compile(r"^\([A-R]\) ", re.MULTILINE)
@@ -46,18 +47,16 @@ def _task(local: Path, name: str, cot: bool) -> EvalTask:
         EvalDoc(f"{name}/{i}", f"Q: {ex['input']}\nA:{suffix}", answers=[ex["target"]])
         for i, ex in enumerate(examples)
     ]
-    return EvalTask(
-        name=f"bbh_{'cot' if cot else 'direct'}/{name}",
-        method="generate",
-        docs=docs,
-        metric="acc",
+    return reasoning_task(
+        f"{variant('bbh', cot)}/{name}",
+        docs,
+        str(data_path),
+        cot=cot,
         fewshot_text=prompt,
         num_fewshot=3,
         extractor="answer_is" if cot else "first_line",
         stop=("\n\nQ:", "\nQ:") if cot else ("\n",),
-        max_new_tokens=256 if cot else 32,
-        group=f"bbh_{'cot' if cot else 'direct'}",
-        source=str(data_path),
+        group=variant("bbh", cot),
         random_baseline=bbh_random_baseline(examples),
     )
 

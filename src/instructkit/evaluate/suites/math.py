@@ -14,6 +14,7 @@ from ..extract import normalize_number
 from ..metrics import random_baseline
 from ..spec import EvalDoc, EvalTask
 from .io import read_jsonl, require, split_rows
+from .kinds import multiple_choice_task, reasoning_task, variant
 
 MGSM_LANGUAGES = ("bn", "de", "en", "es", "fr", "ja", "ru", "sw", "te", "th", "zh")
 _GSM_STOP = ("\n\nQ:", "\nQ:", "\n\n")
@@ -44,18 +45,16 @@ def load_gsm8k(
         )
     exemplars = gsm8k_exemplars() if cot else [_direct(e) for e in gsm8k_exemplars()]
     return [
-        EvalTask(
-            name=f"gsm8k_{'cot' if cot else 'direct'}",
-            method="generate",
-            docs=docs,
-            metric="acc",
+        reasoning_task(
+            variant("gsm8k", cot),
+            docs,
+            str(local or "openai/gsm8k"),
+            cot=cot,
             exemplars=exemplars,
             num_fewshot=num_fewshot,
             extractor="answer_is_number",
             stop=_GSM_STOP,
-            max_new_tokens=256 if cot else 32,
             group="gsm8k",
-            source=str(local or "openai/gsm8k"),
         )
     ]
 
@@ -107,18 +106,16 @@ def _mgsm_task(local: Path, lang: str, exemplars: list[dict], cot: bool, num_few
                     f"mgsm_{lang}/{i}", f"{q_prefix} {row[0]}\n{a_prefix}", answers=[normalize_number(row[1])]
                 )
             )
-    return EvalTask(
-        name=f"mgsm_{'cot' if cot else 'direct'}/{lang}",
-        method="generate",
-        docs=docs,
-        metric="acc",
+    return reasoning_task(
+        f"{variant('mgsm', cot)}/{lang}",
+        docs,
+        str(path),
+        cot=cot,
         exemplars=shots,
         num_fewshot=num_fewshot,
         extractor="last_number",
         stop=(f"\n\n{q_prefix}", f"\n{q_prefix}", "\n\n"),
-        max_new_tokens=256 if cot else 32,
-        group=f"mgsm_{'cot' if cot else 'direct'}",
-        source=str(path),
+        group=variant("mgsm", cot),
     )
 
 
@@ -136,17 +133,12 @@ def load_aqua(
     """AQuA-RAT: direct = loglikelihood over the 5 option texts; CoT = rationale exemplars from dev."""
     if local is None:
         raise InstructkitError("AQuA reads deepmind/AQuA files: pass --data-dir with an aqua/ folder")
+    source = str(local / f"{split}.json")
     docs = [_aqua_doc(row, f"aqua/{i}") for i, row in enumerate(_aqua_rows(local / f"{split}.json"))]
     if not cot:
         return [
-            EvalTask(
-                name="aqua_direct",
-                method="multiple_choice",
-                docs=docs,
-                metric="acc",
-                random_baseline=random_baseline(5),
-                group="aqua",
-                source=str(local / f"{split}.json"),
+            multiple_choice_task(
+                "aqua_direct", docs, source, random_baseline=random_baseline(5), group="aqua"
             )
         ]
     shots = [
@@ -155,19 +147,17 @@ def load_aqua(
     for shot, row in zip(shots, _aqua_rows(local / "dev.json")):
         shot.target = f"{row['rationale'].strip()} The answer is ({row['correct']})."
     return [
-        EvalTask(
-            name="aqua_cot",
-            method="generate",
-            docs=docs,
-            metric="acc",
+        reasoning_task(
+            "aqua_cot",
+            docs,
+            source,
+            cot=True,
             exemplars=shots,
             num_fewshot=num_fewshot,
             extractor="option_letter",
             stop=("\n\nQ:", "\nQ:"),
-            max_new_tokens=256,
             random_baseline=random_baseline(5),
             group="aqua",
-            source=str(local / f"{split}.json"),
         )
     ]
 

@@ -10,6 +10,7 @@ from ...errors import BadRowError, InstructkitError
 from ..metrics import random_baseline
 from ..spec import EvalDoc, EvalTask
 from .io import read_jsonl, require, split_rows
+from .kinds import multiple_choice_task
 
 
 def load_piqa(local: Path | None, split: str = "valid", **_: object) -> list[EvalTask]:
@@ -26,17 +27,7 @@ def load_piqa(local: Path | None, split: str = "valid", **_: object) -> list[Eva
         EvalDoc(f"piqa/{i}", f"Question: {r['goal']}\nAnswer:", [r["sol1"], r["sol2"]], int(r["label"]))
         for i, r in enumerate(rows)
     ]
-    return [
-        EvalTask(
-            "piqa",
-            "multiple_choice",
-            docs,
-            metric="acc",
-            random_baseline=50.0,
-            group="piqa",
-            source=str(local or "baber/piqa"),
-        )
-    ]
+    return [multiple_choice_task("piqa", docs, str(local or "baber/piqa"), random_baseline=50.0)]
 
 
 def load_mmlu(
@@ -64,17 +55,15 @@ def load_mmlu(
 
 def _mmlu_task(subject: str, rows: list[dict], dev: list[dict], k: int, source: str) -> EvalTask:
     topic = subject.replace("_", " ")
-    return EvalTask(
-        name=f"mmlu/{subject}",
-        method="multiple_choice",
-        docs=[_mmlu_doc(r, f"mmlu/{subject}/{i}", source, i) for i, r in enumerate(rows)],
+    return multiple_choice_task(
+        f"mmlu/{subject}",
+        [_mmlu_doc(r, f"mmlu/{subject}/{i}", source, i) for i, r in enumerate(rows)],
+        source,
+        random_baseline=25.0,
+        group="mmlu",
         exemplars=[_mmlu_doc(r, f"dev/{i}", source, i) for i, r in enumerate(dev)],
         num_fewshot=k,
         description=f"The following are multiple choice questions (with answers) about {topic}.",
-        metric="acc",
-        random_baseline=25.0,
-        group="mmlu",
-        source=source,
     )
 
 
@@ -107,17 +96,8 @@ def load_arc(
             )
         )
     name = "arc_challenge" if "Challenge" in subset else "arc_easy"
-    return [
-        EvalTask(
-            name,
-            "multiple_choice",
-            docs,
-            metric="acc_norm",
-            random_baseline=25.0,
-            group=name,
-            source=str(local or "allenai/ai2_arc"),
-        )
-    ]
+    source = str(local or "allenai/ai2_arc")
+    return [multiple_choice_task(name, docs, source, metric="acc_norm", random_baseline=25.0)]
 
 
 def load_boolq(local: Path | None, split: str = "validation", **_: object) -> list[EvalTask]:
@@ -132,17 +112,7 @@ def load_boolq(local: Path | None, split: str = "validation", **_: object) -> li
         )
         for i, r in enumerate(rows)
     ]
-    return [
-        EvalTask(
-            "boolq",
-            "multiple_choice",
-            docs,
-            metric="acc",
-            random_baseline=50.0,
-            group="boolq",
-            source=str(local or "google/boolq"),
-        )
-    ]
+    return [multiple_choice_task("boolq", docs, str(local or "google/boolq"), random_baseline=50.0)]
 
 
 def load_hellaswag(local: Path | None, split: str = "validation", **_: object) -> list[EvalTask]:
@@ -159,16 +129,9 @@ def load_hellaswag(local: Path | None, split: str = "validation", **_: object) -
                 int(r["label"]),
             )
         )
+    source = str(local or "Rowan/hellaswag")
     return [
-        EvalTask(
-            "hellaswag",
-            "multiple_choice",
-            docs,
-            metric="acc_norm",
-            random_baseline=random_baseline(4),
-            group="hellaswag",
-            source=str(local or "Rowan/hellaswag"),
-        )
+        multiple_choice_task("hellaswag", docs, source, metric="acc_norm", random_baseline=random_baseline(4))
     ]
 
 
