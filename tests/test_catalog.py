@@ -9,7 +9,7 @@ import datasets
 import pytest
 
 from instructkit.data.conversation import CONVERSATION_FEATURES, Conversation
-from instructkit.data.mixture import MixtureConfig
+from instructkit.data.mixture_config import MixtureConfig
 from instructkit.data.prompt_formats import FormatChoice, render_example
 from instructkit.data.splits import leave_one_cluster_out
 from instructkit.data.tasks import Task, TaskSource, load_catalog, render_task_rows, task_rows

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from instructkit.cli import app
 from instructkit.cli_options import field_help, option_name
-from instructkit.data.mixture import build_mixture, load_mixture_config
-from instructkit.data.mixture_config import MixtureConfig
+from instructkit.data.mixture import build_mixture
+from instructkit.data.mixture_config import MixtureConfig, load_mixture_config
 
 
 def _build_params() -> list:

@@ -8,7 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from instructkit.data.decontaminate import EvalIndex, ngrams, row_text, tokens
-from instructkit.data.mixture import MixtureConfig, build_mixture
+from instructkit.data.mixture import build_mixture
+from instructkit.data.mixture_config import MixtureConfig
 
 LONG = "the quick brown fox jumps over the lazy dog while the farmer watches from the old red barn"
 

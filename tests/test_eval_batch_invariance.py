@@ -64,7 +64,8 @@ def test_deterministic_generation_is_identical_for_any_batch_size(tiny_model, ti
 
 @pytest.mark.parametrize("prompt_style", ["base", "chat"])
 def test_default_mode_stays_within_the_documented_bound(tiny_model, tiny_tokenizer, prompt_style):
-    from instructkit.evaluate.runner import EvalConfig, build_tasks
+    from instructkit.evaluate.config import EvalConfig
+    from instructkit.evaluate.runner import build_tasks
     from instructkit.evaluate.scoring import multiple_choice
 
     tasks = build_tasks(EvalConfig(tasks=["boolq", "arc", "mmlu:num_fewshot=2"], data_dir=str(FIXTURES)))

@@ -10,8 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from instructkit.evaluate.backends.hf import HFBackend
+from instructkit.evaluate.config import EvalConfig
 from instructkit.evaluate.eval_report import compare, write_report
-from instructkit.evaluate.runner import EvalConfig, evaluate
+from instructkit.evaluate.runner import evaluate
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 TASKS = ["boolq", "hellaswag", "arc", "tydiqa:max_new_tokens=6", "mmlu:num_fewshot=2"]
@@ -137,3 +138,13 @@ def test_cli_run_report_compare(tiny_model, tiny_tokenizer, tmp_path):
     assert done.exit_code == 0 and (tmp_path / "r1" / "report.md").is_file()
     done = runner.invoke(app, ["eval", "compare", str(tmp_path / "r1"), str(tmp_path / "r2")])
     assert done.exit_code == 0 and "+0.0" in done.output  # same model, same data: zero delta
+
+
+def test_limit_truncates_the_named_benchmarks_not_tasks_built_elsewhere(tiny_model, tiny_tokenizer):
+    """A recipe's catalog sets carry their own limit; `limit` (its benchmark_limit) must not cut them."""
+    from instructkit.evaluate.catalog_tasks import catalog_eval_tasks
+
+    catalog_task = catalog_eval_tasks(["entail_location"], limit=3)[0]
+    config = EvalConfig(tasks=["boolq"], data_dir=str(FIXTURES), limit=1, use_cache=False)
+    res = evaluate(tiny_model, tiny_tokenizer, tasks=[catalog_task], config=config)
+    assert res["tasks"][catalog_task.name]["n"] == 3 and res["tasks"]["boolq"]["n"] == 1

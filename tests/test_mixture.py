@@ -13,15 +13,8 @@ from typer.testing import CliRunner
 
 from instructkit.cli import app
 from instructkit.data.conversation import CONVERSATION_FEATURES, Conversation
-from instructkit.data.mixture import (
-    MixtureConfig,
-    SubMixture,
-    allocate,
-    build_mixture,
-    load_mixture_config,
-    plan_mixture,
-    select_rows,
-)
+from instructkit.data.mixture import allocate, build_mixture, plan_mixture, select_rows
+from instructkit.data.mixture_config import MixtureConfig, SubMixture, load_mixture_config
 from instructkit.data.tasks import load_catalog, task_rows
 from instructkit.errors import BadRowError, InstructkitError
 

@@ -58,11 +58,8 @@ def test_heldout_qa_needs_a_corpus_and_zero_shot(tmp_path):
 
 
 def test_plain_corpus_holds_every_text_and_asks_about_the_held_out_ones(tmp_path):
-    from instructkit.synth.pretrain_corpus import (
-        PretrainCorpusConfig,
-        build_pretraining_corpus,
-        heldout_qa_task,
-    )
+    from instructkit.evaluate.recipe_sets import heldout_qa_task
+    from instructkit.synth.pretrain_corpus import PretrainCorpusConfig, build_pretraining_corpus
 
     cfg = PretrainCorpusConfig(out=str(tmp_path), texts=10, heldout=3, augment=False, tokenizer="tiny:nano")
     stats = build_pretraining_corpus(cfg)
@@ -76,6 +73,22 @@ def test_plain_corpus_holds_every_text_and_asks_about_the_held_out_ones(tmp_path
         build_pretraining_corpus(PretrainCorpusConfig(out=str(tmp_path), texts=3, heldout=3, augment=False))
 
 
+def test_recipe_corpus_mixes_plain_text_and_hashes_its_file(tmp_path):
+    from instructkit.synth.pretrain_corpus import PretrainCorpusConfig, build_pretraining_corpus
+
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text("".join(json.dumps({"text": f"A plain line, number {i}."}) + "\n" for i in range(30)))
+    extra = {"corpus.augment": "false", "corpus.plain": str(plain), "corpus.plain_ratio": "1.0"}
+    before = digests(recipe_at(tmp_path, **extra))
+    plain.write_text(plain.read_text() + json.dumps({"text": "One more."}) + "\n")
+    assert digests(recipe_at(tmp_path, **extra))["corpus"] != before["corpus"]
+    cfg = PretrainCorpusConfig(
+        out=str(tmp_path / "c"), texts=6, heldout=1, augment=False, tokenizer="tiny:nano", max_length=64
+    )
+    stats = build_pretraining_corpus(cfg.model_copy(update={"plain": str(plain), "plain_ratio": 1.0}))
+    assert stats["documents"]["plain"] == stats["documents"]["augmented"] > 0
+
+
 @pytest.fixture
 def quick_synthesizer(tmp_path) -> Path:
     """A tiny synthesizer trained for a few seconds: it writes well-formed pairs, answers mostly wrong."""
@@ -86,7 +99,7 @@ def quick_synthesizer(tmp_path) -> Path:
     data, model = tmp_path / "synth_data", tmp_path / "synth"
     sources = ["paragraphs:people:60", "paragraphs:towns:60"]
     make_training_data(
-        TrainDataConfig(sources, str(data), tokenizer="tiny:nano", max_length=128, max_shots=1)
+        TrainDataConfig(sources=sources, out=str(data), tokenizer="tiny:nano", max_length=128, max_shots=1)
     )
     config = TrainConfig(
         data=data,

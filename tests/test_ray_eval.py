@@ -12,7 +12,8 @@ import pytest
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'instructkit[ray]'")
 
 from instructkit.evaluate.backends.load import load_backend  # noqa: E402
-from instructkit.evaluate.runner import EvalConfig, evaluate  # noqa: E402
+from instructkit.evaluate.config import EvalConfig  # noqa: E402
+from instructkit.evaluate.runner import evaluate  # noqa: E402
 from instructkit.executors.ray_eval import ray_backend  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"

@@ -10,7 +10,8 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'instructkit[ray]'")
 
-from instructkit.data.mixture import MixtureConfig, build_mixture  # noqa: E402
+from instructkit.data.mixture import build_mixture  # noqa: E402
+from instructkit.data.mixture_config import MixtureConfig  # noqa: E402
 from instructkit.data.prepare import PrepareConfig, prepare  # noqa: E402
 from instructkit.executors.ray_build import build_mixture_ray  # noqa: E402
 from instructkit.executors.ray_prepare import block_bounds, prepare_ray  # noqa: E402

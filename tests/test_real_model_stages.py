@@ -109,7 +109,7 @@ def test_merged_lora_keeps_tied_embeddings_and_loads_for_eval(smollm2, mixed_dat
     paris, rome = choice_logprobs(backend)
     assert paris > rome  # still the pretrained model after one small step
     card = (out / "README.md").read_text()
-    assert "| format | mixed |" in card
+    assert "| input_format | mixed |" in card
     assert "alpaca: 1 file, 1 rows kept of 1 (alpaca.jsonl)" in card
     assert "messages: 1 file, 2 rows kept of 2 (chats.jsonl)" in card
 

@@ -31,7 +31,9 @@ def test_labels_cover_exactly_the_pairs_and_eos(tmp_path):
     rows = generate_paragraph_rows("people", 30) + generate_paragraph_rows("towns", 30)
     out = tmp_path / "td"
     stats = make_training_data(
-        TrainDataConfig([], str(out), tokenizer="tiny:nano", max_length=200, max_shots=3, holdout=0.2),
+        TrainDataConfig(
+            sources=[], out=str(out), tokenizer="tiny:nano", max_length=200, max_shots=3, holdout=0.2
+        ),
         rows=rows,
     )
     from transformers import AutoTokenizer
@@ -59,7 +61,7 @@ def test_training_loader_accepts_the_output(tmp_path):
 
     out = tmp_path / "td"
     make_training_data(
-        TrainDataConfig([], str(out), tokenizer="tiny:nano", max_length=256),
+        TrainDataConfig(sources=[], out=str(out), tokenizer="tiny:nano", max_length=256),
         rows=generate_paragraph_rows("people", 10),
     )
     data = read_prepared(out)

@@ -19,7 +19,7 @@ from .fingerprint import path_digest
 from .hub import cached_revision
 
 if TYPE_CHECKING:
-    from .data.mixture import MixtureConfig
+    from .data.mixture_config import MixtureConfig
     from .data.tasks import Task
 
 Inputs = dict[str, str]

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 from . import pipeline_inputs as pin
-from .errors import InstructkitError
 from .recipe import Recipe
 from .stage import Stage
 
@@ -57,25 +56,36 @@ def _estimated_tokens(config, rows: int, sample: int = 64) -> int:
     return int(rows * chars / 4)
 
 
+SYNTHESIZER_LAYOUT = 2  # 2: response F1 of the trained synthesizer and of the untrained model
+
+
 def synthesizer_stage(recipe: Recipe) -> Stage:
-    """Train the default tiny instruction synthesizer (`instructkit synth demo` sizes) and measure it."""
+    """Train the default tiny instruction synthesizer and measure its response F1 against untrained."""
     size = recipe.corpus.size
 
     def run(out: Path, _: dict[str, Path]) -> dict[str, Any]:
-        from .synth.demo import synthesizer_f1, train_default_synthesizer
+        from .synth.default_synthesizer import synthesizer_f1, train_default_synthesizer
 
         model = train_default_synthesizer(out, size)
-        return {"model": str(model), **synthesizer_f1(out, model, size)}
+        return {"model": str(model), "response_f1": synthesizer_f1(out, model, size)}
 
     return Stage(
-        "synthesizer", {"size": size}, [], run, lambda: f"tiny synthesizer, size {size}", section="corpus"
+        "synthesizer",
+        {"size": size, "layout": SYNTHESIZER_LAYOUT},
+        [],
+        run,
+        lambda: f"tiny synthesizer, size {size}",
+        section="corpus",
+        aliases={"layout": "synthesizer stage layout"},
     )
 
 
 def corpus_stage(recipe: Recipe) -> Stage:
     """Raw texts → a pretraining corpus (with synthesized pairs when `augment`) + held-out questions."""
+    from .synth.config import DEFAULT_SYNTHESIZER, GENERATED
+
     spec = recipe.corpus
-    default_synth = spec.augment and spec.synthesizer == "default"
+    default_synth = spec.augment and spec.synthesizer == DEFAULT_SYNTHESIZER
     unused = set() if spec.augment else {"synthesizer", "size", "rounds"}
     settings = {
         **spec.model_dump(mode="json", exclude=unused),
@@ -87,17 +97,9 @@ def corpus_stage(recipe: Recipe) -> Stage:
         from .synth.pretrain_corpus import PretrainCorpusConfig, build_pretraining_corpus
 
         synth = str(inputs["synthesizer"] / "synthesizer") if default_synth else spec.synthesizer
+        fields = {**spec.model_dump(), "synthesizer": synth}
         cfg = PretrainCorpusConfig(
-            out=str(out),
-            raw=spec.raw,
-            texts=spec.texts,
-            heldout=spec.heldout,
-            augment=spec.augment,
-            synthesizer=synth if spec.augment else None,
-            tokenizer=recipe.prepare.tokenizer,
-            max_length=spec.max_length,
-            rounds=spec.rounds,
-            seed=recipe.seed,
+            **fields, out=str(out), tokenizer=recipe.prepare.tokenizer, seed=recipe.seed
         )
         return build_pretraining_corpus(cfg)
 
@@ -107,8 +109,10 @@ def corpus_stage(recipe: Recipe) -> Stage:
 
     def inputs() -> pin.Inputs:
         found = pin.reference_inputs("tokenizer", recipe.prepare.tokenizer, "model")
-        if spec.raw != "generated":
+        if spec.raw != GENERATED:
             found.update(pin.reference_inputs("raw text", spec.raw, "dataset"))
+        found.update(pin.reference_inputs("general data", spec.general, "dataset"))
+        found.update(pin.reference_inputs("plain text", spec.plain, "dataset"))
         if spec.augment and not default_synth:
             found.update(pin.reference_inputs("synthesizer", spec.synthesizer, "model"))
         return found
@@ -213,19 +217,12 @@ def eval_stage(recipe: Recipe, which: str) -> Stage:
     }
 
     def run(out: Path, inputs: dict[str, Path]) -> dict[str, Any]:
-        from .evaluate.runner import EvalConfig, evaluate
+        from .evaluate.recipe_sets import eval_tasks
+        from .evaluate.runner import evaluate
 
         model, tokenizer = _load_for_eval(recipe, which, inputs)
-        tasks = eval_tasks(recipe, inputs.get("corpus"))
-        config = EvalConfig(
-            suite=spec.suite,
-            tasks=list(spec.benchmarks),
-            data_dir=spec.data_dir or _default_data_dir(),
-            prompt_style=spec.prompt_style,
-            batch_size=spec.batch_size,
-            seed=recipe.seed,
-            limit=spec.benchmark_limit if spec.benchmarks or spec.suite else None,
-        )
+        tasks = eval_tasks(spec, recipe.mixture, recipe.seed, inputs.get("corpus"))
+        config = spec.eval_config(recipe.seed, _default_data_dir())
         results = evaluate(model, tokenizer, tasks=tasks, out_dir=out, config=config)
         return {"normalized_average": results.get("normalized_average"), "tasks": len(results["tasks"])}
 
@@ -248,6 +245,7 @@ def eval_stage(recipe: Recipe, which: str) -> Stage:
 def _eval_inputs(recipe: Recipe, which: str) -> pin.Inputs:
     """The base model (when evaluated), the eval sets' task files and data, the benchmark data."""
     from .data.tasks import load_catalog
+    from .evaluate.recipe_sets import set_tasks
 
     spec = recipe.evaluate
     found = {}
@@ -256,7 +254,7 @@ def _eval_inputs(recipe: Recipe, which: str) -> pin.Inputs:
     catalog_sets = [s for s in spec.sets if s.kind == "catalog"]
     if catalog_sets:
         catalog = load_catalog(recipe.mixture.catalog if recipe.mixture else None)
-        tasks = {t.name: t for s in catalog_sets for t in _set_tasks(recipe, s, catalog)}
+        tasks = {t.name: t for s in catalog_sets for t in set_tasks(s, recipe.mixture, catalog)}
         found.update(pin.task_inputs(tasks.values(), None))
     data_dir = spec.data_dir or _default_data_dir()
     found.update(pin.benchmark_inputs(spec.suite, list(spec.benchmarks), data_dir))
@@ -295,77 +293,6 @@ def _load_for_eval(recipe: Recipe, which: str, inputs: dict[str, Path]):
         model = load_causal_lm(recipe.train.model, trust_remote_code=trust, dtype=torch.float32)
     model.eval()
     return model, tokenizer
-
-
-def eval_tasks(recipe: Recipe, corpus_dir: Path | None = None) -> list[Any]:
-    """EvalTasks for every eval set of the recipe (catalog tasks, or the corpus's held-out questions)."""
-    from .data.tasks import load_catalog
-    from .evaluate.catalog_tasks import catalog_eval_tasks
-
-    spec = recipe.evaluate
-    catalog = load_catalog(recipe.mixture.catalog if recipe.mixture else None)
-    out = []
-    for eval_set in spec.sets:
-        if eval_set.kind == "heldout_qa":
-            out.append(_heldout_qa_task(eval_set, corpus_dir))
-            continue
-        for task in _set_tasks(recipe, eval_set, catalog):
-            template_ids = _template_ids(task, eval_set.templates)
-            if not template_ids:
-                continue
-            for k in eval_set.k_shot:
-                for t in catalog_eval_tasks(
-                    [task],
-                    split=eval_set.split,
-                    template_ids=template_ids,
-                    k_shot=k,
-                    cot=eval_set.cot,
-                    limit=eval_set.limit,
-                    seed=recipe.seed,
-                ):
-                    t.group = f"{eval_set.name}/{task.name}"
-                    t.cluster = f"{eval_set.name}/{k}-shot"
-                    t.name = f"{eval_set.name}/{t.name}"
-                    out.append(t)
-    return out
-
-
-def _heldout_qa_task(eval_set, corpus_dir: Path) -> Any:
-    """Zero-shot questions about texts the corpus holds without pairs (see `synth.pretrain_corpus`)."""
-    from .synth.pretrain_corpus import heldout_qa_task
-
-    task = heldout_qa_task(corpus_dir, f"{eval_set.name}/heldout_qa", eval_set.limit)
-    task.group, task.cluster = task.name, f"{eval_set.name}/0-shot"
-    return task
-
-
-def _set_tasks(recipe: Recipe, eval_set, catalog: dict) -> list[Any]:
-    names = []
-    for name in eval_set.tasks:
-        names += _mixture_task_names(recipe, catalog) if name == "@train" else [name]
-    names += sorted(n for n, t in catalog.items() if t.cluster in eval_set.clusters)
-    unknown = sorted({n for n in names if n not in catalog})
-    if unknown:
-        raise InstructkitError(f"eval set {eval_set.name!r}: unknown task(s) {unknown}")
-    seen: dict[str, Any] = {}
-    for n in names:
-        seen.setdefault(n, catalog[n])
-    return list(seen.values())
-
-
-def _mixture_task_names(recipe: Recipe, catalog: dict) -> list[str]:
-    from .data.mixture import resolve_groups
-
-    groups = resolve_groups(recipe.mixture, catalog)
-    return sorted({t.name for g in groups for t, _ in g.members})
-
-
-def _template_ids(task, which: str) -> list[str]:
-    if which == "train":
-        return [t.id for t in task.train_templates() if not t.inverted]
-    if which == "heldout":
-        return list(task.held_out_templates)
-    return task.eval_template_ids()
 
 
 REPORT_LAYOUT = 2  # 2: report.html, intervals and paired tests

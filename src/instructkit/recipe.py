@@ -11,84 +11,19 @@ import difflib
 import json
 import os
 from pathlib import Path, PureWindowsPath
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .data.mixture import MixtureConfig
+from .data.mixture_config import MixtureConfig
 from .data.prepare_config import PrepareSettings
 from .errors import InstructkitError
+from .evaluate.config import EvaluateSpec
+from .synth.config import CorpusSpec
 from .train.config import TrainSettings
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
-
-
-class CorpusSpec(BaseModel):
-    """The corpus stage: the same raw texts as a pretraining corpus, instruction-augmented or plain."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    raw: str = Field(
-        "generated", description="`generated` paragraphs (they carry gold questions) or a text file."
-    )
-    texts: int = Field(200, ge=2, description="Raw texts in the corpus, held-out ones included.")
-    heldout: int = Field(
-        40, ge=0, description="Texts never given pairs; their questions make the `heldout_qa` eval sets."
-    )
-    augment: bool = Field(
-        True, description="Add synthesized instruction–response pairs (else raw texts only)."
-    )
-    synthesizer: str = Field(
-        "default", description="`default`: train the tiny synthesizer (stage `synthesizer`); or a model path."
-    )
-    size: Literal["test", "small"] = Field("small", description="Size of the default synthesizer.")
-    max_length: int = Field(512, ge=16, description="Tokens per corpus document (texts concatenated M-shot).")
-    rounds: int = Field(2, ge=1, description="Texts per multi-round synthesizer chain.")
-
-
-class EvalSetSpec(BaseModel):
-    """One group of evaluations: catalog tasks (which templates, which shots), or held-out corpus QA."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(description="Label in the report, e.g. heldout_rows.")
-    kind: Literal["catalog", "heldout_qa"] = Field(
-        "catalog", description="heldout_qa: zero-shot questions about the corpus's held-out texts."
-    )
-    tasks: list[str] = Field(
-        default_factory=list, description="Task names; `@train` means the mixture's tasks."
-    )
-    clusters: list[str] = Field(default_factory=list, description="Every catalog task of these clusters.")
-    templates: Literal["train", "heldout", "eval"] = Field(
-        "eval",
-        description="train: templates seen in training; heldout: the task's held-out ones; eval: the task's default.",
-    )
-    k_shot: list[int] = Field(default_factory=lambda: [0], description="Shots to evaluate (one run each).")
-    cot: bool = False
-    split: str | None = Field(None, description="Task split to evaluate (default: each task's eval split).")
-    limit: int | None = Field(100, description="Rows per task and template (None: all).")
-
-
-class EvaluateSpec(BaseModel):
-    """Evaluation of the base and the tuned model on catalog sets and benchmarks."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    sets: list[EvalSetSpec] = Field(default_factory=list)
-    suite: str | None = Field(None, description="A benchmark suite: flan, tulu, or a suite YAML path.")
-    benchmarks: list[str] = Field(
-        default_factory=list, description="Benchmark specs, e.g. piqa, gsm8k:cot=true."
-    )
-    data_dir: str | None = Field(
-        None, description="Local benchmark files (default: ../shared/data when present)."
-    )
-    benchmark_limit: int | None = Field(50, description="Documents per benchmark task (None: all).")
-    compare_base: bool = Field(True, description="Also evaluate the untrained base model.")
-    batch_size: int = Field(16, ge=1)
-    prompt_style: Literal["chat", "base"] = Field(
-        "chat", description="chat: prompts through the chat template."
-    )
 
 
 class SweepVariant(BaseModel):
@@ -217,7 +152,7 @@ def _validate(raw: dict[str, Any], path: Path) -> Recipe:
         tokenizer = default_tokenizer(recipe.train.model)
         recipe.prepare = recipe.prepare.model_copy(update={"tokenizer": tokenizer})
     if recipe.mixture_file:
-        from .data.mixture import load_mixture_config
+        from .data.mixture_config import load_mixture_config
 
         recipe.mixture = load_mixture_config((path.parent / recipe.mixture_file).resolve())
     if recipe.mixture is None and not recipe.sources and recipe.corpus is None:

@@ -24,14 +24,7 @@ from typing import Any
 from ..errors import InstructkitError
 from .conversation import CONVERSATION_FEATURES
 from .decontaminate import EvalIndex
-
-# The schema lives in mixture_config.py (no `datasets` import, so the CLI can read it); re-exported here.
-from .mixture_config import FLAN2022_PRESETS as FLAN2022_PRESETS
-from .mixture_config import MixtureConfig as MixtureConfig
-from .mixture_config import RateSpec as RateSpec
-from .mixture_config import SubMixture as SubMixture
-from .mixture_config import TaskRef as TaskRef
-from .mixture_config import load_mixture_config as load_mixture_config
+from .mixture_config import MixtureConfig, RateSpec, TaskRef
 from .procedural.rng import stable_rng
 from .rejects import RejectLog
 from .tasks import Task, load_catalog, render_training_example, select_tasks, task_rows

@@ -13,7 +13,8 @@ from typing import Any
 
 from ..errors import InstructkitError
 from .conversation import CONVERSATION_FEATURES, Conversation, Message
-from .mixture import MixtureConfig, build_mixture, resolve_groups
+from .mixture import build_mixture, resolve_groups
+from .mixture_config import MixtureConfig
 from .tasks import Task, eval_examples, load_catalog
 
 

@@ -2,6 +2,7 @@
 
 Python API (names are imported lazily, so the CLI starts fast):
     evaluate(model, tokenizer, tasks=[...] | suite="flan", out_dir=..., batch_size=16, **EvalConfig fields)
+    EvalConfig: every evaluation setting, declared once (evaluate.config; `eval run` options derive from it)
     catalog_eval_tasks(tasks, template_ids=..., k_shot=0, cot=False, split=None, limit=None) -> [EvalTask]
     write_report(runs, out_dir); compare(run_a, run_b); pairwise_win_rate(judge, instructions, a, b)
 """
@@ -13,7 +14,7 @@ _EXPORTS = {
     "pairwise_win_rate": ".judge",
     "compare": ".eval_report",
     "write_report": ".eval_report",
-    "EvalConfig": ".runner",
+    "EvalConfig": ".config",
     "evaluate": ".runner",
     "EvalDoc": ".spec",
     "EvalTask": ".spec",

@@ -8,8 +8,10 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from ..cli_options import options_from
 from ..errors import InstructkitError
 from ..executors import EXECUTOR_HELP, RAY_ADDRESS_HELP, check_executor
+from .config import EvalConfig
 
 eval_app = typer.Typer(
     help="Evaluate models: held-out catalog tasks and benchmark suites (flan, tulu, YAML).",
@@ -23,65 +25,62 @@ def register(app: typer.Typer) -> None:
     app.add_typer(eval_app, name="eval")
 
 
+# Short names users already type; each long name is the EvalConfig field's own.
+ALIASES = {"tasks": ["-t"]}
+
+
 @eval_app.command("run")
+@options_from(EvalConfig, aliases=ALIASES)
 def run_cmd(
+    fields: dict,
     model: str = typer.Option(
         ..., help="model directory or hub id (transformers), or a base URL with --backend openai"
     ),
     out: Path = typer.Option(..., help="run directory: results.json, samples/, cache.sqlite (resumes)"),
-    suite: str = typer.Option(None, help="built-in suite (flan, tulu) or a suite YAML path"),
-    tasks: list[str] = typer.Option(
-        [], "--tasks", "-t", help="benchmark spec, e.g. gsm8k:cot=true,num_fewshot=8 or catalog/NAME"
-    ),
-    data_dir: Path = typer.Option(None, help="local benchmark files (e.g. ../shared/data); hub otherwise"),
-    prompt_style: str = typer.Option("base", help="base | chat | chat_multiturn"),
     backend: str = typer.Option("hf", help="hf | vllm | openai"),
     served_model: str = typer.Option("", help="model name sent to an OpenAI-compatible endpoint"),
-    batch_size: int = typer.Option(
-        16, help="rows per forward pass (log-likelihoods move only by float rounding: docs/evaluation.md)"
-    ),
-    deterministic: bool = typer.Option(
-        False, help="hf only: bit-identical results for any batch size (runs each request alone; slower)"
-    ),
-    limit: int = typer.Option(None, help="first N examples per task"),
-    seed: int = typer.Option(0),
-    allow_code_execution: bool = typer.Option(False, help="run generated code against tests (HumanEval)"),
     executor: str = typer.Option("local", help=EXECUTOR_HELP),
     ray_address: str = typer.Option(None, help=RAY_ADDRESS_HELP),
 ) -> None:
     """Evaluate MODEL on a suite and/or tasks; prints the summary table."""
     from .eval_report import markdown_table
-    from .runner import EvalConfig, evaluate
+    from .runner import eval_config, evaluate
 
-    if not suite and not tasks:
+    config = eval_config(**fields)
+    if not config.suite and not config.tasks:
         raise InstructkitError("give --suite or at least one --tasks")
-    config = EvalConfig(
-        suite=suite,
-        tasks=list(tasks),
-        data_dir=str(data_dir) if data_dir else None,
-        prompt_style=prompt_style,
-        limit=limit,
-        batch_size=batch_size,
-        deterministic=deterministic,
-        seed=seed,  # type: ignore[arg-type]
-        allow_code_execution=allow_code_execution,
-    )
     if check_executor(executor, ray_address) == "ray":  # one model per actor, requests split across them
-        engine = _ray_backend(backend, model, served_model, batch_size, deterministic, ray_address)
+        engine = _ray_backend(backend, model, served_model, config, ray_address)
     else:
-        engine = _backend(backend, model, served_model, batch_size, deterministic)
+        engine = _backend(backend, model, served_model, config.batch_size, **_hf_only(config))
     results = evaluate(engine, config=config, out_dir=out)
     console.print(markdown_table([dict(results, _dir=str(out))]))
     console.print(f"results: {out / 'results.json'}")
 
 
-def _backend(kind: str, model: str, served_model: str, batch_size: int, deterministic: bool = False):
-    if deterministic and kind != "hf":
-        raise InstructkitError(f"--deterministic is supported by --backend hf only, not {kind!r}")
+def _hf_only(config: EvalConfig) -> dict:
+    """The settings only the hf backend takes (each a performance or reproducibility switch)."""
+    return {"deterministic": config.deterministic, "max_batch_tokens": config.max_batch_tokens}
+
+
+def _backend(
+    kind: str,
+    model: str,
+    served_model: str,
+    batch_size: int,
+    deterministic: bool = False,
+    max_batch_tokens: int | None = None,
+):
+    """The scoring backend `--backend` names; hf-only settings given to another backend are refused."""
+    if kind != "hf" and (deterministic or max_batch_tokens is not None):
+        flag = "--deterministic" if deterministic else "--max-batch-tokens"
+        raise InstructkitError(f"{flag} is supported by --backend hf only, not {kind!r}")
     if kind == "hf":
         from .backends.hf import HFBackend
 
-        return HFBackend.from_pretrained(model, batch_size=batch_size, deterministic=deterministic)
+        return HFBackend.from_pretrained(
+            model, batch_size=batch_size, deterministic=deterministic, max_batch_tokens=max_batch_tokens
+        )
     if kind == "vllm":
         from .backends.vllm import VLLMBackend
 
@@ -93,9 +92,7 @@ def _backend(kind: str, model: str, served_model: str, batch_size: int, determin
     raise InstructkitError(f"unknown backend {kind!r}; backends: hf, vllm, openai")
 
 
-def _ray_backend(
-    kind: str, model: str, served: str, batch_size: int, deterministic: bool, address: str | None
-):
+def _ray_backend(kind: str, model: str, served: str, config: EvalConfig, address: str | None):
     """`_backend` built once in each actor of a Ray pool (instructkit.executors.ray_eval)."""
     import functools
 
@@ -105,7 +102,7 @@ def _ray_backend(
         raise InstructkitError(
             "--executor ray runs local models (hf, vllm); an OpenAI endpoint scales itself"
         )
-    factory = functools.partial(_backend, kind, model, served, batch_size, deterministic)
+    factory = functools.partial(_backend, kind, model, served, config.batch_size, **_hf_only(config))
     return ray_backend(factory, address, gpu=kind == "vllm")
 
 
@@ -175,10 +172,9 @@ def _samples(run: Path, task: str) -> dict[str, dict]:
 
 
 def _instructions(run: Path, task: str, ids: list[str]) -> list[str]:
-    from .runner import RESULTS_FILE, build_tasks
-    from .runner import EvalConfig as Config
+    from .runner import RESULTS_FILE, build_tasks, eval_config
 
     config = json.loads((run / RESULTS_FILE).read_text(encoding="utf-8"))["config"]
-    built = build_tasks(Config(**{**config, "suite": None, "tasks": [task.split("/")[0]]}))
+    built = build_tasks(eval_config(**{**config, "suite": None, "tasks": [task.split("/")[0]]}))
     queries = {d.id: d.query for t in built for d in t.docs}
     return [queries.get(i, "") for i in ids]

@@ -6,14 +6,14 @@ assistant's reply); `chat_multiturn` (each exemplar a user/assistant exchange, t
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import get_args
 
 from ..errors import InstructkitError
 from .backends.base import Backend
+from .config import PromptStyle
 from .spec import EvalDoc, EvalTask
 
-PromptStyle = Literal["base", "chat", "chat_multiturn"]
-STYLES = ("base", "chat", "chat_multiturn")
+STYLES: tuple[str, ...] = get_args(PromptStyle)
 
 
 def base_text(task: EvalTask, doc: EvalDoc) -> str:

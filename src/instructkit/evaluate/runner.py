@@ -7,39 +7,23 @@ import hashlib
 import json
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+from pydantic import ValidationError
 
 from ..errors import InstructkitError
 from ..progress import Progress
 from .backends.base import Backend
 from .cache import CachedBackend, RequestCache
+from .config import EvalConfig
 from .metrics import bootstrap_ci, macro_average, mean, normalized_score
-from .prompting import PromptStyle
 from .scoring import score_task
 from .spec import EvalTask
 from .suites.registry import parse_task_spec, read_suite, tasks_from_entries
 
 RESULTS_FILE = "results.json"
-
-
-@dataclass
-class EvalConfig:
-    """Everything that decides a run's numbers (recorded in results.json)."""
-
-    suite: str | None = None
-    tasks: list[str] = field(default_factory=list)  # benchmark specs, e.g. "gsm8k:cot=true"
-    data_dir: str | None = None
-    prompt_style: PromptStyle = "base"
-    limit: int | None = None  # first N docs per task (quick runs)
-    batch_size: int = 16
-    max_batch_tokens: int | None = None
-    deterministic: bool = False  # bit-identical results for any batch size (each request alone; slower)
-    seed: int = 0
-    use_cache: bool = True
-    allow_code_execution: bool = False
-    bootstrap: int = 1000
 
 
 def evaluate(
@@ -57,20 +41,38 @@ def evaluate(
     `tasks` may be EvalTask objects (e.g. catalog tasks built by the pipeline) or benchmark specs.
     Returns the results dict; with `out_dir`, also writes results.json, samples/ and cache.sqlite.
     """
-    config = config or EvalConfig(suite=suite, batch_size=batch_size, **overrides)
+    config = config or eval_config(suite=suite, batch_size=batch_size, **overrides)
     task_objs = [t for t in tasks or [] if isinstance(t, EvalTask)]
-    config.tasks = config.tasks or [t for t in tasks or [] if isinstance(t, str)]
+    named = [t for t in tasks or [] if isinstance(t, str)]
+    if named and not config.tasks:
+        config = config.model_copy(update={"tasks": named})
     task_objs += build_tasks(config)
     backend = make_backend(model, tokenizer, config)
     return run_tasks(backend, task_objs, config, Path(out_dir) if out_dir else None)
 
 
+def eval_config(**fields: Any) -> EvalConfig:
+    """An EvalConfig from keyword settings; a wrong name or value is an error naming the field."""
+    try:
+        return EvalConfig(**fields)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise InstructkitError(f"evaluation settings: {problems}") from None
+
+
 def build_tasks(config: EvalConfig) -> list[EvalTask]:
-    """Tasks named by the config's suite and task specs, truncated to `limit` docs each."""
+    """Tasks named by the config's suite and task specs, truncated to `limit` docs each.
+
+    Only these are truncated: EvalTasks built elsewhere (a recipe's catalog sets) keep their own limit.
+    """
     data_dir = Path(config.data_dir) if config.data_dir else None
     entries = list(read_suite(config.suite)["tasks"]) if config.suite else []
     entries += [parse_task_spec(t) for t in config.tasks]
-    return tasks_from_entries(entries, data_dir)
+    tasks = tasks_from_entries(entries, data_dir)
+    if config.limit is not None:
+        for task in tasks:
+            task.docs = task.docs[: config.limit]
+    return tasks
 
 
 def make_backend(model: Any, tokenizer: Any, config: EvalConfig) -> Backend:
@@ -102,14 +104,11 @@ def run_tasks(
     scorer = CachedBackend(backend, cache) if cache is not None else backend
     results: dict[str, Any] = {
         "model": backend.fingerprint(),
-        "config": asdict(config),
+        "config": config.model_dump(mode="json"),
         "tasks": {},
         "versions": _versions(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    if config.limit is not None:
-        for task in tasks:
-            task.docs = task.docs[: config.limit]
     bar = Progress("eval", total=sum(len(t.docs) for t in tasks), unit="doc")
     try:
         for task in tasks:

@@ -15,7 +15,8 @@ import datasets
 import pyarrow as pa
 
 from ..data.conversation import CONVERSATION_FEATURES
-from ..data.mixture import MixtureConfig, _Renderer, config_hash, plan_mixture, write_mixture
+from ..data.mixture import _Renderer, config_hash, plan_mixture, write_mixture
+from ..data.mixture_config import MixtureConfig
 from . import init_ray
 
 

@@ -2,9 +2,10 @@
 
 Each text is rendered with a seeded template (see `templates`), consecutive rendered texts are
 concatenated into documents up to `max_length` tokens (EOS included, which `data prepare` appends),
-and the documents are optionally mixed with general instruction data and plain raw text at given
-ratios. The output is a `datasets` folder with a `text` column: `instructkit data prepare` reads it
-as pretraining text (loss on every token) for `instructkit train --objective pretrain`.
+and the documents are optionally mixed with general instruction data and plain text at given ratios
+(settings: `config.CorpusConfig`). The output is a `datasets` folder with a `text` column:
+`instructkit data prepare` reads it as pretraining text (loss on every token) for
+`instructkit train --objective pretrain`.
 """
 
 from __future__ import annotations
@@ -12,29 +13,16 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import InstructkitError
+from .config import CorpusConfig
 from .corpus_templates import render
 from .markup import Pair
 from .shards import finished_records, read_jsonl
 
 DOC_SEPARATORS = ["\n\n\n", "\n\n", "\n\n---\n\n"]
-
-
-@dataclass
-class CorpusConfig:
-    pairs: str  # a `synth generate` output folder, or JSONL rows with text + pairs
-    out: str
-    tokenizer: str  # path or hub id of the tokenizer that will train on the corpus
-    max_length: int = 2048  # tokens per document, counting the EOS appended at preparation
-    general: str | None = None  # general instruction data (any format `data prepare` reads)
-    general_ratio: float = 0.0  # general examples per augmented document (the paper mixes 1:1)
-    raw: str | None = None  # plain raw text (a `text` column)
-    raw_ratio: float = 0.0  # raw documents per augmented document
-    seed: int = 0
 
 
 class TokenCounter:
@@ -97,7 +85,7 @@ def build_corpus(
     from ..models.loading import load_tokenizer
 
     records = records if records is not None else read_pair_records(cfg.pairs)
-    count = TokenCounter(tokenizer or load_tokenizer(cfg.tokenizer))
+    count = TokenCounter(tokenizer or load_tokenizer(corpus_tokenizer_name(cfg)))
     budget = cfg.max_length - 1  # room for the EOS that preparation appends
     rendered = render_records(records, cfg.seed)
     separator = random.Random(f"{cfg.seed}:separator").choice(DOC_SEPARATORS)
@@ -107,7 +95,7 @@ def build_corpus(
     ]
     n_aug = len(docs)
     docs += _mixed(cfg.general, cfg.general_ratio, n_aug, "general", _general_texts, count, budget, cfg.seed)
-    docs += _mixed(cfg.raw, cfg.raw_ratio, n_aug, "raw", _raw_texts, count, budget, cfg.seed)
+    docs += _mixed(cfg.plain, cfg.plain_ratio, n_aug, "plain", _plain_texts, count, budget, cfg.seed)
     random.Random(f"{cfg.seed}:shuffle").shuffle(docs)
     stats = {
         "texts": len(records),
@@ -119,6 +107,16 @@ def build_corpus(
     }
     _write(cfg, docs, stats)
     return stats
+
+
+def corpus_tokenizer_name(cfg: CorpusConfig) -> str:
+    """`cfg.tokenizer`, or (unset) the synthesizer's that wrote the pairs of a `synth generate` folder."""
+    if cfg.tokenizer:
+        return cfg.tokenizer
+    config = Path(cfg.pairs) / "config.json"
+    if not config.is_file():
+        raise InstructkitError(f"{cfg.pairs}: not a `synth generate` folder; give the corpus a tokenizer")
+    return json.loads(config.read_text())["plan"]["model"]
 
 
 def read_pair_records(path: str) -> list[dict[str, Any]]:
@@ -163,7 +161,7 @@ def _general_texts(source: str) -> list[str]:
     return texts
 
 
-def _raw_texts(source: str) -> list[str]:
+def _plain_texts(source: str) -> list[str]:
     from .inputs import read_texts
 
     return [r["text"] for r in read_texts(source)]
@@ -177,4 +175,4 @@ def _write(cfg: CorpusConfig, docs: list[dict[str, str]], stats: dict[str, Any])
     rows = [{"text": d["text"], "source": d["source"], "row_id": i} for i, d in enumerate(docs)]
     with atomic_dir(cfg.out) as tmp:
         datasets.Dataset.from_list(rows).save_to_disk(str(tmp))
-        (tmp / "corpus.json").write_text(json.dumps({"config": asdict(cfg), "stats": stats}, indent=2))
+        (tmp / "corpus.json").write_text(json.dumps({"config": cfg.model_dump(), "stats": stats}, indent=2))

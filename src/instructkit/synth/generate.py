@@ -3,7 +3,7 @@
 The texts are planned into chains (rounds) and the chains into shards once, from the input alone;
 `config.json` pins that plan, so a rerun with the same settings skips every finished shard and a
 rerun with different ones is refused instead of mixing outputs. Shards run in `num_workers`
-processes (one GPU each where GPUs are present).
+processes (one GPU each where GPUs are present). Settings: `config.GenerateConfig`.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import InstructkitError
 from ..evaluate.backends.base import Backend, greedy_texts
 from ..evaluate.backends.load import load_backend
+from .config import DEFAULT_SYNTHESIZER, GenerateConfig
 from .inputs import read_texts
 from .markup import SynthFormat
 from .parser import parse_pairs
@@ -39,28 +39,6 @@ PLAN_KEYS = (
 )
 
 
-@dataclass
-class GenerateConfig:
-    model: str  # path or hub id of the synthesizer (model + tokenizer)
-    input: str  # raw texts: JSONL/JSON/Parquet/CSV file or folder, saved dataset, or .txt (one per line)
-    out: str  # output folder: shards/, config.json, summary.json
-    text_field: str = "text"
-    group_field: str | None = None  # texts of one group (e.g. article title) share chains
-    rounds: int = 2  # texts per chain: round r's prompt carries the chain's earlier texts and pairs
-    max_model_len: int = 4096  # prompt + generation budget, in tokens
-    max_new_tokens: int = 400  # the released synthesizer's setting
-    backend: str = "hf"  # "hf" (batched generate, KV cache) or "vllm" (GPU)
-    batch_size: int = 16
-    shard_size: int = 1000  # texts per shard (whole chains, so shards may hold a few more)
-    num_workers: int = 1
-    max_shards: int | None = None  # process at most this many unfinished shards (then stop)
-    limit: int | None = None  # read only the first N texts
-
-    @property
-    def budget(self) -> int:
-        return self.max_model_len - self.max_new_tokens
-
-
 def generate_pairs(cfg: GenerateConfig, run_jobs: Callable[..., None] | None = None) -> dict[str, Any]:
     """Run the synthesizer over the input; returns a summary (shards run/skipped, pair statistics).
 
@@ -68,6 +46,7 @@ def generate_pairs(cfg: GenerateConfig, run_jobs: Callable[..., None] | None = N
     processes, `instructkit.executors.ray_synth` runs them on a Ray actor pool.
     """
     out = Path(cfg.out)
+    cfg = with_synthesizer(cfg)
     _check_config(cfg, out)
     rows = read_texts(cfg.input, cfg.text_field, cfg.group_field, cfg.limit)
     chains = plan_chains(len(rows), cfg.rounds, [r["group"] for r in rows] if cfg.group_field else None)
@@ -90,9 +69,24 @@ def generate_pairs(cfg: GenerateConfig, run_jobs: Callable[..., None] | None = N
     return summary
 
 
+def with_synthesizer(cfg: GenerateConfig) -> GenerateConfig:
+    """`cfg` with `model: default` replaced by the tiny synthesizer (trained once under OUT) and
+    the lengths capped to its context."""
+    if cfg.model != DEFAULT_SYNTHESIZER:
+        return cfg
+    from ..progress import log_event
+    from .default_synthesizer import SIZES, train_default_synthesizer
+
+    model = str(train_default_synthesizer(Path(cfg.out) / "default_synthesizer", "small"))
+    length = min(cfg.max_model_len, SIZES["small"].max_length)
+    log_event("synth", f"model `default`: the tiny synthesizer {model} (context {length} tokens)")
+    update = {"model": model, "max_model_len": length, "max_new_tokens": min(cfg.max_new_tokens, length // 2)}
+    return cfg.model_copy(update=update)
+
+
 def _check_config(cfg: GenerateConfig, out: Path) -> None:
     """Write config.json on the first run; refuse a rerun whose plan settings differ."""
-    plan = {k: v for k, v in asdict(cfg).items() if k in PLAN_KEYS}
+    plan = cfg.model_dump(include=set(PLAN_KEYS))
     path = out / "config.json"
     if path.is_file():
         old = json.loads(path.read_text()).get("plan", {})
@@ -103,7 +97,7 @@ def _check_config(cfg: GenerateConfig, out: Path) -> None:
             )
         return
     out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"plan": plan, "run": asdict(cfg)}, indent=2))
+    path.write_text(json.dumps({"plan": plan, "run": cfg.model_dump()}, indent=2))
 
 
 def _run_jobs(cfg: GenerateConfig, jobs: list[tuple[int, list[list[dict]]]]) -> None:

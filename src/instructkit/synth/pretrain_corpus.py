@@ -6,36 +6,20 @@ wrote for it (varied templates, M-shot documents, see `corpus`); `augment=False`
 alone. `heldout` texts are in both corpora as plain text only: the synthesizer never writes pairs for
 them, so their gold questions (generated paragraphs carry them) ask about texts whose QA was never
 trained on. A `tiny:` tokenizer is trained on the raw texts alone, so the arms of an ablation share it.
+Settings: `config.PretrainCorpusConfig` (the recipe's `corpus:` section plus tokenizer, seed, out).
 """
 
 from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import InstructkitError
-from .corpus import CorpusConfig, build_corpus
-
-GENERATED = "generated"
-HELDOUT_QA = "heldout_qa.jsonl"
-QA_PROMPT = "{text}\n\nQuestion: {question}\nAnswer:"  # the corpus's first `qa` template style
-
-
-@dataclass
-class PretrainCorpusConfig:
-    out: str  # folder: corpus/ (text dataset), tokenizer/, heldout_qa.jsonl, pairs/ when augmented
-    raw: str = GENERATED  # generated paragraphs (with gold questions), or any `read_texts` input
-    texts: int = 200  # raw texts in the corpus (held-out ones included)
-    heldout: int = 40  # texts without generated pairs whose gold questions make the QA evaluation
-    augment: bool = True
-    synthesizer: str | None = None  # the synthesizer's model folder (needed when augment)
-    tokenizer: str = "tiny:micro"  # tiny[:preset]: a BPE trained on the raw texts; else a path or hub id
-    max_length: int = 512  # tokens per corpus document
-    rounds: int = 2  # texts per multi-round synthesizer chain
-    seed: int = 0
+from ..evaluate.recipe_sets import HELDOUT_QA
+from .config import DEFAULT_SYNTHESIZER, GENERATED, CorpusConfig, CorpusDocuments, PretrainCorpusConfig
+from .corpus import build_corpus
 
 
 def build_pretraining_corpus(cfg: PretrainCorpusConfig) -> dict[str, Any]:
@@ -44,16 +28,17 @@ def build_pretraining_corpus(cfg: PretrainCorpusConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     rows = read_raw(cfg.raw, cfg.texts, cfg.seed)
     held = heldout_indices(len(rows), cfg.heldout, cfg.seed)
-    tokenizer = corpus_tokenizer(cfg.tokenizer, [r["text"] for r in rows])
+    synthesizer = _synthesizer(cfg, out) if cfg.augment else None
+    tokenizer = corpus_tokenizer(_tokenizer_name(cfg, synthesizer), [r["text"] for r in rows])
     tokenizer.save_pretrained(str(out / "tokenizer"))
-    pairs, generated = _pairs(cfg, rows, held, out) if cfg.augment else ({}, None)
+    pairs, generated = _pairs(cfg, synthesizer, rows, held, out) if synthesizer else ({}, None)
     records = [{"id": i, "text": r["text"], "pairs": pairs.get(i, [])} for i, r in enumerate(rows)]
     corpus_cfg = CorpusConfig(
         pairs=str(out / "pairs") if cfg.augment else "",
         out=str(out / "corpus"),
         tokenizer=str(out / "tokenizer"),
-        max_length=cfg.max_length,
         seed=cfg.seed,
+        **cfg.model_dump(include=set(CorpusDocuments.model_fields)),
     )
     stats = build_corpus(corpus_cfg, records=records, tokenizer=tokenizer)
     questions = write_heldout_qa(out / HELDOUT_QA, [rows[i] for i in sorted(held)])
@@ -90,14 +75,29 @@ def corpus_tokenizer(name: str, texts: list[str]):
     return load_tokenizer(name)
 
 
+def _synthesizer(cfg: PretrainCorpusConfig, out: Path) -> str:
+    """The synthesizer's model folder; `default` trains the tiny one under `out` (the pipeline's
+    `synthesizer` stage trains it once instead and passes its folder)."""
+    if cfg.synthesizer != DEFAULT_SYNTHESIZER:
+        return cfg.synthesizer
+    from .default_synthesizer import train_default_synthesizer
+
+    return str(train_default_synthesizer(out / "default_synthesizer", cfg.size))
+
+
+def _tokenizer_name(cfg: PretrainCorpusConfig, synthesizer: str | None) -> str:
+    """`cfg.tokenizer`, else the synthesizer's; a plain corpus has no synthesizer to take it from."""
+    if cfg.tokenizer or synthesizer:
+        return cfg.tokenizer or synthesizer
+    raise InstructkitError("corpus: a plain corpus (augment false) needs a tokenizer")
+
+
 def _pairs(
-    cfg: PretrainCorpusConfig, rows: list[dict[str, Any]], held: set[int], out: Path
+    cfg: PretrainCorpusConfig, synthesizer: str, rows: list[dict[str, Any]], held: set[int], out: Path
 ) -> tuple[dict[int, list[dict[str, str]]], dict[str, Any]]:
     """The synthesizer's pairs for every text not held out, keyed by row index, and its summary."""
-    if not cfg.synthesizer:
-        raise InstructkitError("corpus: augment needs a synthesizer (a model folder, or `default`)")
     keep = [i for i in range(len(rows)) if i not in held]
-    summary = generate_for_texts(cfg.synthesizer, [rows[i] for i in keep], out, cfg.rounds)
+    summary = generate_for_texts(synthesizer, [rows[i] for i in keep], out, cfg.rounds)
     from .shards import finished_records
 
     return {keep[r["id"]]: r["pairs"] for r in finished_records(out / "pairs")}, summary
@@ -142,29 +142,3 @@ def write_heldout_qa(path: Path, rows: list[dict[str, Any]]) -> int:
     ]
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     return len(lines)
-
-
-def heldout_qa_task(corpus_dir: Path, name: str, limit: int | None = None):
-    """Zero-shot questions about the held-out texts, the text in the prompt, scored by F1 (and EM)."""
-    from ..evaluate.spec import EvalDoc, EvalTask
-    from .shards import read_jsonl
-
-    path = Path(corpus_dir) / HELDOUT_QA
-    rows = read_jsonl(path)[:limit] if path.is_file() else []
-    if not rows:
-        raise InstructkitError(f"{path}: no held-out questions (held-out QA needs `corpus.raw: generated`)")
-    docs = [
-        EvalDoc(id=str(i), query=QA_PROMPT.format(**r), answers=[r["answer"]], meta={"dataset": r["dataset"]})
-        for i, r in enumerate(rows)
-    ]
-    return EvalTask(
-        name=name,
-        method="generate",
-        docs=docs,
-        metric="f1",
-        target_delimiter=" ",
-        extractor="first_line",
-        stop=("\n",),
-        max_new_tokens=16,
-        source=str(path),
-    )

@@ -7,6 +7,7 @@ example's pairs and its EOS and -100 elsewhere, in the layout `instructkit data 
 (dataset + prepare.json + stats.json + tokenizer/), so `instructkit train --data OUT` trains on it.
 Tokenizing here, with `format.encode_example`, guarantees that the boundary between a context and
 its pairs is tokenized exactly as at inference, which a chat template rendering cannot promise.
+Settings: `config.TrainDataConfig`.
 """
 
 from __future__ import annotations
@@ -15,26 +16,15 @@ import json
 import random
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..data.prepared import IGNORE_INDEX
 from ..errors import InstructkitError
+from .config import TrainDataConfig
 from .markup import Pair, SynthFormat, encode_example
 from .task_rows import read_task_rows
-
-
-@dataclass
-class TrainDataConfig:
-    sources: list[str]  # files/folders/saved datasets, or procedural:NAME[:N] / paragraphs:NAME[:N]
-    out: str
-    tokenizer: str = "tiny:micro"  # a path/hub id, or tiny[:preset] to train a BPE on this data
-    max_length: int = 1024  # tokens per training row
-    max_shots: int = 4  # examples of one dataset concatenated per row
-    holdout: float = 0.0  # share of each dataset's examples kept out for `synth evaluate`
-    seed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -155,5 +145,5 @@ def _write(
                     f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
     ds = datasets.Dataset.from_list(rows).map(lambda r: {"length": len(r["input_ids"])}, desc="row lengths")
-    meta = {**asdict(cfg), "format": "synth", "packed": False, "loss_on": "pairs"}
+    meta = {**cfg.model_dump(), "format": "synth", "packed": False, "loss_on": "pairs"}
     write_prepared(cfg.out, ds, tokenizer, meta, summary, extra=write_held_out)

@@ -52,8 +52,8 @@ def render_model_card(config, data, result, log_history: list[dict]) -> str:
         "seed": config.seed,
     }
     data_rows = {k: v for k, v in data.meta.items() if not isinstance(v, str) or len(v) < 200}
-    if data.meta.get("formats"):
-        data_rows["formats"] = formats_line(data.meta["formats"])
+    if data.meta.get("input_formats"):
+        data_rows["input_formats"] = formats_line(data.meta["input_formats"])
     parts = [
         "---\nlibrary_name: transformers\ntags: [instructkit, instruction-tuning]\n---",
         f"# {Path(config.output_dir).name}",
