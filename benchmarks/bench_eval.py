@@ -115,6 +115,42 @@ def time_lmeval(lm, task_dict) -> tuple[list[dict], float]:
     return sorted(samples, key=lambda s: s["doc_id"]), elapsed
 
 
+def work_ratio(backend, task, batch_size: int) -> dict:
+    """Forward-pass work of each tool on a loglikelihood task, in linear-layer FLOPs (attention left out).
+
+    lm-eval runs every request's context + continuation (padded to the longest of each length-sorted batch)
+    and projects every position onto the vocabulary. instructkit runs its packed trie rows (padding included)
+    and projects only the scored positions. The ratio is the speed-up a tool that computes the same
+    exact log-likelihoods as instructkit can reach over lm-eval at equal FLOP/s: its ceiling.
+    """
+    from instructkit.evaluate.backends.hf import _shared_prefix
+    from instructkit.evaluate.backends.prefix_tree import build_tries, pack
+    from instructkit.evaluate.prompting import context, continuation
+    from instructkit.evaluate.requests import LoglikelihoodRequest
+
+    requests = [
+        LoglikelihoodRequest(context(task, d, "base"), continuation(task, c, "base"))
+        for d in task.docs
+        for c in d.choices
+    ]
+    pairs = [backend._pair(r) for r in requests]
+    config = backend.model.config
+    head = 2 * config.vocab_size * config.hidden_size
+    body = 2 * sum(p.numel() for p in backend.model.parameters()) - head  # tied embeddings: head counted once
+    lengths = sorted((len(c) + len(x) - 1 for c, x in pairs), reverse=True)
+    lm_tokens = sum(
+        max(lengths[i : i + batch_size]) * len(lengths[i : i + batch_size])
+        for i in range(0, len(lengths), batch_size)
+    )
+    prefix = _shared_prefix([c for c, _ in pairs])
+    tries = build_tries(pairs, prefix)
+    rows = list(backend._row_batches(pack(tries, backend.row_tokens), prefix))
+    our_tokens = prefix + sum(max(sum(len(t.tokens) for t in r) for r in b) * len(b) for b in rows)
+    scored = sum(len({node for _, node, _ in t.scores}) for t in tries)
+    lm_flops, our_flops = lm_tokens * (body + head), our_tokens * body + scored * head
+    return {"lm_tokens": lm_tokens, "our_tokens": our_tokens, "scored": scored, "ratio": lm_flops / our_flops}
+
+
 def parity(task, ours: list[dict], theirs: list[dict]) -> dict:
     """Per-example agreement: log-likelihoods and predictions, or generated text."""
     n = len(ours)
@@ -177,6 +213,9 @@ def main() -> None:
                 results[task.name] = parity(task, mine, theirs)
                 print(f"repeat {r} {task.name}: ours {our_s:.1f}s lm-eval {their_s:.1f}s", flush=True)
     load_after = os.getloadavg()
+    for task in tasks:
+        if task.method == "multiple_choice":
+            results[task.name]["work"] = work_ratio(ours, task, args.batch_size)
     render(args, tasks, runs, results, load, load_after)
 
 
@@ -189,7 +228,7 @@ def render(args, tasks, runs, results, load, load_after) -> None:
         f"python benchmarks/bench_eval.py --piqa {args.piqa} --aqua {args.aqua} --bbh {args.bbh} "
         f"--gsm {args.gsm} --batch-size {args.batch_size} --repeat {args.repeat} --threads {args.threads}"
     )
-    speed, agree = [], []
+    speed, agree, work = [], [], []
     for task in tasks:
         ours_s = [o for o, _ in runs[task.name]]
         theirs_s = [t for _, t in runs[task.name]]
@@ -199,6 +238,12 @@ def render(args, tasks, runs, results, load, load_after) -> None:
             f"{statistics.median(theirs_s):.1f} | {ratio:.2f}× |"
         )
         p = results[task.name]
+        if "work" in p:
+            w = p["work"]
+            work.append(
+                f"| {task.name} | {w['lm_tokens']:,} | {w['our_tokens']:,} | {w['scored']:,} | "
+                f"{w['ratio']:.2f}× | {ratio:.2f}× |"
+            )
         if "max_abs_dll" in p:
             agree.append(
                 f"| {task.name} | {p['docs']} | max abs Δ loglikelihood {p['max_abs_dll']:.1e} | "
@@ -231,6 +276,19 @@ def render(args, tasks, runs, results, load, load_after) -> None:
             "| task | docs | instructkit s | lm-eval s | speed-up |",
             "|---|---|---|---|---|",
             *speed,
+            "",
+            "### Work per tool on log-likelihood tasks: the ceiling of an exact speed-up",
+            "",
+            "Linear-layer FLOPs of the forward passes each tool runs (attention left out): lm-eval feeds "
+            "every request's context and continuation, padded per length-sorted batch, and projects every "
+            "position onto the vocabulary; instructkit feeds its packed trie rows (padding included) and "
+            "projects only scored positions. Their ratio is the most any method that computes these exact "
+            "log-likelihoods can gain over lm-eval at equal FLOP/s.",
+            "",
+            "| task | lm-eval tokens fed | instructkit tokens fed | positions projected | FLOP ratio (ceiling) "
+            "| measured speed-up |",
+            "|---|---:|---:|---:|---:|---:|",
+            *work,
         ]
     )
     write_section("eval", markdown, {"command": command, "runs": runs, "parity": results})

@@ -16,6 +16,7 @@ BENCHMARKS = {
     "packing": "bench_packing.py",
     "big_row": "bench_big_row.py",
     "train": "bench_train.py",
+    "train_real": "bench_train_real.py",
     "attention": "bench_attention.py",
     "eval": "bench_eval.py",
     "eval_tiny": None,  # the previous landing's tiny-model comparison, kept as written
