@@ -51,7 +51,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import WORK_DIR, machine, write_section  # noqa: E402
 
 MODEL = "pretrained:smollm2-135m-instruct"
-DATA = Path("/work/shared/data")
+DATA = Path(
+    os.environ.get("INSTRUCTKIT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
 SOURCES = [*sorted(str(p) for p in (DATA / "p3_t0_subset").glob("*.jsonl")), str(DATA / "gsm8k/train.jsonl")]
 LEARNING_RATE, SEED = 2e-5, 42
 WORK = WORK_DIR / "train_real"

@@ -1,7 +1,8 @@
 """Run every benchmark (prepare, packing, train, attention, eval, caches, Ray, CLI) and assemble benchmarks/RESULTS.md from their sections.
 
 `make bench` (installs the `bench` extra: TRL and lm-evaluation-harness) or
-`python benchmarks/run_all.py [prepare train eval]` to run some; sections not rerun are kept.
+`python benchmarks/run_all.py [prepare train eval]` to run some; sections not rerun are kept;
+`python benchmarks/run_all.py --assemble` rebuilds RESULTS.md from the sections without running any.
 """
 
 from __future__ import annotations
@@ -51,4 +52,7 @@ def assemble() -> Path:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    if sys.argv[1:] == ["--assemble"]:
+        print(assemble())
+    else:
+        main(sys.argv[1:])
