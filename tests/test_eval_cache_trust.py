@@ -150,3 +150,14 @@ def test_adapter_folder_digest_follows_its_base_model(tiny_model, tiny_tokenizer
     before = source_digest(str(tmp_path / "adapter"))
     _perturbed(tiny_model).save_pretrained(base_dir)  # the base changes, the adapter files do not
     assert source_digest(str(tmp_path / "adapter")) != before
+
+
+def test_a_pretrained_reference_is_identified_by_its_fetched_folder(smollm2):
+    """`eval run --model pretrained:<name>` keys its cache on the fetched folder's files, not a hub lookup."""
+    assert source_digest("pretrained:smollm2-135m-instruct") == source_digest(str(smollm2.directory))
+
+
+@pytest.mark.parametrize("name", ["tiny:micro", "not a hub id", "a/b/c"])
+def test_a_name_that_is_no_hub_id_has_no_source_digest(name):
+    """The caller then hashes the in-memory weights; a name the hub would reject must not crash the run."""
+    assert source_digest(name) is None

@@ -67,14 +67,11 @@ def cached_revision(repo_id: str, repo_type: str = "dataset") -> str | None:
     from huggingface_hub import constants
     from huggingface_hub.file_download import repo_folder_name
 
-    ref = (
-        Path(constants.HF_HUB_CACHE)
-        / repo_folder_name(repo_id=repo_id, repo_type=repo_type)
-        / "refs"
-        / "main"
-    )
     try:
-        revision = ref.read_text(encoding="utf-8").strip()
-    except OSError:
+        folder = repo_folder_name(repo_id=repo_id, repo_type=repo_type)
+        revision = (
+            (Path(constants.HF_HUB_CACHE) / folder / "refs" / "main").read_text(encoding="utf-8").strip()
+        )
+    except (OSError, ValueError):  # not cached, or not a hub id at all (huggingface_hub's HFValidationError)
         return None
     return revision or None

@@ -43,7 +43,9 @@ def source_digest(name: str) -> str | None:
     A folder holding a PEFT adapter also covers the base model its adapter_config.json names.
     Returns None when the source cannot be identified by content (the caller then hashes weights).
     """
-    path = Path(name).expanduser()
+    from ...models.pretrained import resolve_model_ref
+
+    path = Path(resolve_model_ref(str(name))).expanduser()  # `pretrained:<name>` → its fetched folder
     if path.is_dir():
         parts = [f"dir:{model_dir_digest(path)}"]
         adapter = path / "adapter_config.json"
