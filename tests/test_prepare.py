@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import datasets
 import pyarrow as pa
@@ -11,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+from _files import write_jsonl
 from instructkit.cli import app
 from instructkit.data.prepare import PrepareConfig, prepare
 from instructkit.errors import BadRowError, HubUnreachableError, InstructkitError
@@ -25,15 +25,8 @@ def tokenizer_dir(tiny_tokenizer, tmp_path_factory) -> str:
     return str(path)
 
 
-def write_jsonl(path: Path, rows: list) -> Path:
-    with open(path, "wb") as fh:
-        for row in rows:
-            fh.write(row if isinstance(row, bytes) else (json.dumps(row) + "\n").encode())
-    return path
-
-
 @pytest.fixture
-def broken_file(tmp_path) -> Path:
+def broken_file(tmp_path) -> str:
     rows = [
         GOOD,
         b'{"messages": [ oops\n',

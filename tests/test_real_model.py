@@ -14,6 +14,7 @@ import datasets
 import pytest
 import torch
 
+from _files import write_jsonl
 from instructkit.data.prepare import PrepareConfig, prepare
 from instructkit.errors import InstructkitError
 from instructkit.models.identity import IDENTITY_KEY, TokenizerMismatchError, tokenizer_identity
@@ -58,11 +59,6 @@ def plain_text_loss(model, tokenizer) -> float:
     ids = tokenizer(PLAIN_TEXT, return_tensors="pt").input_ids
     with torch.no_grad():
         return float(model(input_ids=ids, labels=ids).loss)
-
-
-def write_jsonl(path, rows) -> str:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import torch
 from safetensors import safe_open
 from tokenizers.processors import TemplateProcessing
 
+from _files import write_jsonl
 from instructkit.data.prepare import PrepareConfig, prepare
 from instructkit.errors import InstructkitError
 from instructkit.evaluate.backends.hf import HFBackend
@@ -40,11 +41,6 @@ CHATS = [
     {"messages": [{"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "Red."}]},
 ]
 ALPACA = [{"instruction": "Say hello in French.", "input": "", "output": "Bonjour."}]
-
-
-def write_jsonl(path, rows) -> str:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 import typer
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
@@ -28,6 +28,27 @@ _SCALARS = (str, int, float, bool, Path)
 def option_name(field: str) -> str:
     """`micro_batch_size` → `--micro-batch-size`."""
     return "--" + field.replace("_", "-")
+
+
+Config = typing.TypeVar("Config", bound=BaseModel)
+
+
+def config_from(model: type[Config], fields: dict[str, Any]) -> Config:
+    """The command's config from the options given; a bad value is a usage error naming its option."""
+    try:
+        return model(**fields)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0]) if error["loc"] else ""
+        raise typer.BadParameter(f"{option_name(field)}: {error['msg']}" if field else error["msg"]) from None
+
+
+def parse_override(text: str) -> tuple[str, str]:
+    """`--set KEY=VALUE` → (key, value): a dotted recipe field and its value as typed."""
+    if "=" not in text:
+        raise typer.BadParameter(f"{text!r}: expected KEY=VALUE", param_hint="--set")
+    key, value = text.split("=", 1)
+    return key.strip(), value
 
 
 def _strip_optional(annotation: Any) -> Any:

@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .cli_options import parse_override
+
 # A log file is not a terminal: rich would wrap tables at 80 columns; 140 keeps each row on one line.
 console = Console() if sys.stdout.isatty() else Console(width=140)
 
@@ -27,7 +29,7 @@ def run_command(
     from .pipeline import build_pipeline
     from .recipe import load_recipe
 
-    parsed = dict(_split_override(o) for o in overrides)
+    parsed = dict(parse_override(o) for o in overrides)
     loaded, path = load_recipe(recipe, parsed)
     if loaded.sweep is not None:
         from .sweep import run_sweep
@@ -49,13 +51,6 @@ def run_command(
     if report.is_file():
         console.print(f"\nreport: {report}")
         _print_report_tables(report)
-
-
-def _split_override(text: str) -> tuple[str, str]:
-    if "=" not in text:
-        raise typer.BadParameter(f"{text!r}: expected KEY=VALUE", param_hint="--set")
-    key, value = text.split("=", 1)
-    return key.strip(), value
 
 
 def print_plan(pipeline) -> None:

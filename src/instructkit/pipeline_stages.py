@@ -244,8 +244,7 @@ def eval_stage(recipe: Recipe, which: str) -> Stage:
 
 def _eval_inputs(recipe: Recipe, which: str) -> pin.Inputs:
     """The base model (when evaluated), the eval sets' task files and data, the benchmark data."""
-    from .data.tasks import load_catalog
-    from .evaluate.recipe_sets import set_tasks
+    from .evaluate.recipe_sets import recipe_catalog, set_tasks
 
     spec = recipe.evaluate
     found = {}
@@ -253,7 +252,7 @@ def _eval_inputs(recipe: Recipe, which: str) -> pin.Inputs:
         found.update(pin.reference_inputs("model", recipe.train.model, "model"))
     catalog_sets = [s for s in spec.sets if s.kind == "catalog"]
     if catalog_sets:
-        catalog = load_catalog(recipe.mixture.catalog if recipe.mixture else None)
+        catalog = recipe_catalog(recipe.mixture)
         tasks = {t.name: t for s in catalog_sets for t in set_tasks(s, recipe.mixture, catalog)}
         found.update(pin.task_inputs(tasks.values(), None))
     data_dir = spec.data_dir or _default_data_dir()

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..cli_options import option_name, options_from
+from ..cli_options import config_from, options_from
 from ..executors import EXECUTOR_HELP, RAY_ADDRESS_HELP, check_executor
 from .prepare_config import PrepareConfig
 
@@ -24,14 +24,9 @@ def prepare_command(
     ray_address: str | None = typer.Option(None, help=RAY_ADDRESS_HELP),
 ) -> None:
     """Tokenize conversations with exact assistant-only masks and (optionally) pack them."""
-    from pydantic import ValidationError
-
     from .prepare import prepare
 
-    try:
-        cfg = PrepareConfig(**fields)
-    except ValidationError as exc:
-        raise typer.BadParameter(_first_problem(exc)) from None
+    cfg = config_from(PrepareConfig, fields)
     if check_executor(executor, ray_address) == "ray":
         from ..executors.ray_prepare import prepare_ray
 
@@ -39,13 +34,6 @@ def prepare_command(
     else:
         stats = prepare(cfg)
     print_stats(stats, f"prepared → {cfg.out}")
-
-
-def _first_problem(exc) -> str:
-    """`--option: message` for the first validation error (the option named as the user typed it)."""
-    error = exc.errors()[0]
-    field = str(error["loc"][0]) if error["loc"] else ""
-    return f"{option_name(field)}: {error['msg']}" if field else error["msg"]
 
 
 def print_stats(stats: dict, title: str) -> None:

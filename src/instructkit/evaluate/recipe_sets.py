@@ -34,7 +34,7 @@ def eval_tasks(
     corpus stage's folder (needed by `heldout_qa` sets).
     """
     out: list[EvalTask] = []
-    catalog = _catalog(mixture) if any(s.kind == "catalog" for s in spec.sets) else {}
+    catalog = recipe_catalog(mixture) if any(s.kind == "catalog" for s in spec.sets) else {}
     for eval_set in spec.sets:
         if eval_set.kind == "heldout_qa":
             out.append(heldout_qa_set(eval_set, corpus_dir))
@@ -43,7 +43,8 @@ def eval_tasks(
     return out
 
 
-def _catalog(mixture: MixtureConfig | None) -> dict[str, Any]:
+def recipe_catalog(mixture: MixtureConfig | None) -> dict[str, Any]:
+    """The task catalog a recipe sees: the built-in one plus its mixture's extra directories."""
     from ..data.tasks import load_catalog
 
     return load_catalog(mixture.catalog if mixture else None)

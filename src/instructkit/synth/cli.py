@@ -10,10 +10,9 @@ import json
 from pathlib import Path
 
 import typer
-from pydantic import BaseModel, ValidationError
 from rich.console import Console
 
-from ..cli_options import option_name, options_from
+from ..cli_options import config_from, options_from, parse_override
 from ..executors import EXECUTOR_HELP, RAY_ADDRESS_HELP, check_executor
 from .config import CorpusConfig, GenerateConfig, TrainDataConfig
 
@@ -34,16 +33,6 @@ def _print(obj: dict) -> None:
     console.print_json(json.dumps(obj, default=str))
 
 
-def _config(model: type[BaseModel], fields: dict) -> BaseModel:
-    """The command's config from the options given; a bad value names its option."""
-    try:
-        return model(**fields)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        where = option_name(str(error["loc"][0])) if error["loc"] else ""
-        raise typer.BadParameter(f"{where}: {error['msg']}" if where else error["msg"]) from None
-
-
 @synth_app.command()
 @options_from(GenerateConfig, aliases={"model": ["-m"], "input": ["-i"], "out": ["-o"]})
 def generate(
@@ -55,7 +44,7 @@ def generate(
     from .generate import generate_pairs
 
     on_ray = check_executor(executor, ray_address) == "ray"
-    cfg = _config(GenerateConfig, fields)
+    cfg = config_from(GenerateConfig, fields)
     if on_ray:  # --num-workers: actors in the pool (default: one per GPU, else per CPU)
         from ..executors.ray_synth import generate_pairs_ray
 
@@ -70,7 +59,7 @@ def corpus(fields: dict) -> None:
     """Render texts with their pairs through varied templates and concatenate them M-shot."""
     from .corpus import build_corpus, corpus_tokenizer_name
 
-    cfg = _config(CorpusConfig, fields)
+    cfg = config_from(CorpusConfig, fields)
     _print(build_corpus(cfg))
     console.print(
         f"next: instructkit data prepare {cfg.out} --tokenizer {corpus_tokenizer_name(cfg)} "
@@ -84,7 +73,7 @@ def train_data(fields: dict) -> None:
     """Turn context-based task data into synthesizer training rows (loss on the pairs only)."""
     from .training_data import make_training_data
 
-    cfg = _config(TrainDataConfig, fields)
+    cfg = config_from(TrainDataConfig, fields)
     _print(make_training_data(cfg))
     model = cfg.tokenizer if cfg.tokenizer.startswith("tiny") else "MODEL"
     console.print(f"next: instructkit train --data {cfg.out} --model {model}")
@@ -139,17 +128,10 @@ def demo(
     where = out.resolve()
     settings = {"runs_dir": str(where.parent), "name": where.name, "corpus.size": size}
     settings.update({"corpus.raw": raw} if raw else {})
-    settings.update(_override(o) for o in overrides)
+    settings.update(parse_override(o) for o in overrides)
     recipe, _ = load_recipe(DEMO_RECIPE, settings)
     records = build_pipeline(recipe).run(log=lambda msg: console.print(msg, highlight=False, markup=False))
     _print(demo_summary(records, where))
-
-
-def _override(text: str) -> tuple[str, str]:
-    if "=" not in text:
-        raise typer.BadParameter(f"{text!r}: expected KEY=VALUE", param_hint="--set")
-    key, value = text.split("=", 1)
-    return key.strip(), value
 
 
 def demo_summary(records: dict[str, dict], root: Path) -> dict:
