@@ -176,3 +176,49 @@ def test_the_cli_imports_no_heavy_library(module):
     code = f"import {module}, sys; print(sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", f"importing {module} pulled in {out.strip()}"
+
+
+def _defined_names(module: str) -> set[str] | None:
+    """Names a package module binds at top level (defs, classes, assignments, imports, lazy exports)."""
+    path = PACKAGE / (module.replace(".", "/") + ".py")
+    if not path.is_file():
+        path = PACKAGE / module.replace(".", "/") / "__init__.py"
+    if not path.is_file():
+        return None
+    names: set[str] = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
+            if isinstance(node.value, ast.Dict):  # a lazy-export table: {"name": ".module"}
+                names.update(k.value for k in node.value.keys if isinstance(k, ast.Constant))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+    if path.name == "__init__.py":  # submodules are importable names of a package
+        names.update(p.stem for p in path.parent.glob("*.py"))
+        names.update(p.name for p in path.parent.iterdir() if (p / "__init__.py").is_file())
+    return names
+
+
+def test_every_imported_name_exists_even_inside_functions():
+    """A function-level import runs only when its branch does: a name removed from its module must
+    fail here, not in a user's rarely taken path (e.g. `synth generate` with the default model)."""
+    missing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = _module_name(path)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ImportFrom) or not node.module and node.level == 0:
+                continue
+            targets = _resolve(module, path.name == "__init__.py", node)
+            if not node.module or len(targets) != 1:
+                continue
+            defined = _defined_names(targets[0])
+            if defined is None:
+                missing.append(f"{module}: module {targets[0]} does not exist")
+                continue
+            missing += [
+                f"{module}: {targets[0]} has no {a.name}" for a in node.names if a.name not in defined
+            ]
+    assert not missing, "\n".join(missing)

@@ -54,6 +54,7 @@ def test_json_lines_and_quiet():
     quiet = _capture(quiet=True)
     with progress.Progress("train", total=2) as bar:
         bar.update(completed=2)
+    progress.log_event("train", "done")
     assert quiet.getvalue() == ""
 
 

@@ -62,6 +62,20 @@ def _field_text(value: Any) -> str:
     return str(value)
 
 
+def log_event(stage: str, message: str, **fields: Any) -> None:
+    """One status line (`[stage] message`) or, with JSON logs, one event object; silent when quiet."""
+    if SETTINGS.quiet:
+        return
+    out = SETTINGS.out()
+    if SETTINGS.log_format == "json":
+        out.write(
+            json.dumps({"time": round(time.time(), 3), "stage": stage, "message": message, **fields}) + "\n"
+        )
+    else:
+        out.write(f"[{stage}] {message}\n")
+    out.flush()
+
+
 class Progress:
     """Progress of one stage over `total` units, with named fields (loss, tok/s, ...) shown beside it."""
 
