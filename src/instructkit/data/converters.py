@@ -23,7 +23,10 @@ INPUT_FORMATS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "question_answer": (frozenset({"question", "answer"}), frozenset()),
     "self_instruct": (frozenset({"instruction", "instances"}), frozenset()),
     "text": (frozenset({"text"}), frozenset()),
+    # preference pairs (data/preference.py): conversational, plain strings or HH transcripts
+    "preference": (frozenset({"chosen", "rejected"}), frozenset({"prompt"})),
 }
+PREFERENCE_FORMATS = frozenset({"preference"})
 
 SHAREGPT_ROLES = {
     "human": "user",
@@ -43,6 +46,8 @@ def detect_input_format(columns: Iterable[str]) -> str:
     """Name the format whose required columns are present; error if none or several fit."""
     cols = set(columns)
     matches = [name for name, (required, _) in INPUT_FORMATS.items() if required <= cols]
+    if "preference" in matches:  # a chosen/rejected pair (UltraFeedback also carries `messages`)
+        return "preference"
     if "messages" in matches:  # instructkit's own conversation datasets carry extra metadata columns
         return "messages"
     if len(matches) == 1:
@@ -73,22 +78,24 @@ def _join(*parts: str) -> str:
     return "\n\n".join(p for p in parts if p.strip())
 
 
-def _from_messages(record: dict[str, Any]) -> list[Message]:
-    messages = record.get("messages")
+def _from_messages(record: dict[str, Any], column: str = "messages") -> list[Message]:
+    """A list of {role, content[, weight]} turns in `column`; errors name `column[i]`."""
+    messages = record.get(column)
     if not isinstance(messages, list):
-        raise ConversationError("messages", f"expected a list of messages, got {type(messages).__name__}")
+        raise ConversationError(column, f"expected a list of messages, got {type(messages).__name__}")
     out = []
     for i, m in enumerate(messages):
+        where = f"{column}[{i}]"
         if not isinstance(m, dict):
             raise ConversationError(
-                f"messages[{i}]", f"expected an object with role and content, got {type(m).__name__}"
+                where, f"expected an object with role and content, got {type(m).__name__}"
             )
-        weight = turn_controls(m, f"messages[{i}]")
+        weight = turn_controls(m, where)
         for key in ("role", "content"):
             if not isinstance(m.get(key), str):
                 got = "missing" if key not in m else f"expected a string, got {type(m[key]).__name__}"
-                raise ConversationError(f"messages[{i}].{key}", got)
-        out.append(Message(m["role"], m["content"], weight))
+                raise ConversationError(f"{where}.{key}", got)
+        out.append(Message(m["role"], m["content"], weight, field=None if column == "messages" else where))
     return out
 
 
@@ -134,12 +141,25 @@ def _strip_end_marker(text: str) -> str:
 def _from_prompt_completion(record: dict[str, Any]) -> list[Message]:
     prompt, completion = record.get("prompt"), record.get("completion")
     if isinstance(prompt, list) and isinstance(completion, list):  # TRL conversational prompt-completion
-        return _from_messages({"messages": prompt + completion})
+        return _from_prompt_completion_turns(record)
     prompt_text = _string(record, "prompt")
     return [
         Message("user", prompt_text),
         Message("assistant", _strip_end_marker(_string(record, "completion"))),
     ]
+
+
+def _from_prompt_completion_turns(record: dict[str, Any]) -> list[Message]:
+    """TRL's conversational prompt-completion: every `prompt` turn is context, only `completion` is trained.
+
+    An assistant turn inside `prompt` (a few-shot exchange, an earlier reply) gets weight 0 whatever
+    its own weight says, as TRL's completion-only loss never trains the prompt.
+    """
+    prompt = [
+        Message(m.role, m.content, 0.0 if m.role == "assistant" else m.weight, m.field)
+        for m in _from_messages(record, "prompt")
+    ]
+    return prompt + _from_messages(record, "completion")
 
 
 def _from_flan(record: dict[str, Any]) -> list[Message]:

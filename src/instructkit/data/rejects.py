@@ -33,5 +33,15 @@ class RejectLog:
             return None
         with open(path, "w", encoding="utf-8") as fh:
             for row in self.rows:
-                fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+                fh.write(_json_line(row))
         return path
+
+
+def _json_line(row: dict[str, Any]) -> str:
+    """One JSON line, readable text where it can be; text that is not valid Unicode stays as `\\ud800` escapes."""
+    line = json.dumps(row, ensure_ascii=False, default=str) + "\n"
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate in the rejected data: escaped, the file stays UTF-8
+        return json.dumps(row, ensure_ascii=True, default=str) + "\n"
+    return line

