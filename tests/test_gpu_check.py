@@ -1,6 +1,7 @@
-"""scripts/gpu_check: its CPU mode runs every section through the package's real code paths (so the GPU
-check cannot rot between GPU runs), a failing or overrunning section is recorded while the report is
-still written, and the carried-wheel helpers pick exactly what the GPU machine lacks."""
+"""scripts/gpu_check (a package: one module per section, runner, report, wheels): its CPU mode runs every
+section through the package's real code paths (so the GPU check cannot rot between GPU runs), a failing or
+overrunning section is recorded while the report is still written, and the carried-wheel helpers pick
+exactly what the GPU machine lacks."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "scripts" / "gpu_check.py"
+SCRIPT = REPO / "scripts" / "gpu_check"  # a package folder: `python scripts/gpu_check run ...`
 sys.path.insert(0, str(SCRIPT.parent))
 import gpu_check  # noqa: E402
 
@@ -58,6 +59,15 @@ def test_cpu_mode_runs_every_section_through_the_real_paths(tmp_path):
         assert case["metrics"]["tokens_per_s"] > 0 and case["metrics"]["flops_per_token"] > 0
         assert case["metrics"]["mfu"] == "skipped: no CUDA"
 
+    assert _cases(summary, "packing")["instructkit_docs/fp32"]["status"] == "passed"
+    varlen = _cases(summary, "varlen")
+    assert "needs CUDA" in varlen["training choice and pre-flight"]["metrics"]["refusal"]
+    (row,) = [c for name, c in varlen.items() if name != "training choice and pre-flight"]
+    assert row["status"] == "passed" and row["metrics"]["ms_instructkit_varlen"].startswith("skipped")
+    assert {c["name"].split(":")[0] for c in row["checks"]} == {"sdpa dense mask", "instructkit_docs"}
+    loss = _cases(summary, "loss")["LM head + loss: chunked vs one projection"]
+    assert loss["status"] == "passed" and loss["metrics"]["loss_rel"] < 1e-5
+
     evaluation = _cases(summary, "eval")
     assert evaluation["fp32 vs CPU fp32"]["status"] == "passed"
     assert evaluation["bf16 vs CPU fp32"]["status"] == "skipped"
@@ -93,6 +103,17 @@ def test_a_section_past_its_budget_is_killed_and_reported(tmp_path):
     assert proc.returncode == 1
     assert [s["status"] for s in summary["sections"]] == ["timeout", "timeout"]
     assert "killed at its" in summary["sections"][0]["traceback"]
+
+
+def test_the_package_runs_as_a_folder_and_as_a_module():
+    """`python scripts/gpu_check` and `python -m gpu_check` (scripts/ on the path) give the same CLI; the
+    section modules never shadow real packages (sections/ is not put on sys.path)."""
+    for args, cwd in (([str(SCRIPT)], REPO), (["-m", "gpu_check"], REPO / "scripts")):
+        proc = subprocess.run(
+            [sys.executable, *args, "run", "--help"], cwd=cwd, capture_output=True, text=True
+        )
+        assert proc.returncode == 0 and "--sections" in proc.stdout, proc.stderr
+    assert {"varlen", "loss"} <= set(gpu_check.SECTIONS) and gpu_check.main is gpu_check.cli.main
 
 
 def test_section_status_orders_error_failed_passed_skipped():

@@ -17,12 +17,34 @@ from instructkit.synth.config import (
     CorpusDocuments,
     CorpusSpec,
     GenerateConfig,
+    MeasureSettings,
     PretrainCorpusConfig,
+    SynthEngine,
+    SynthEvalConfig,
     TrainDataConfig,
 )
 
-COMMANDS = {"generate": GenerateConfig, "corpus": CorpusConfig, "train-data": TrainDataConfig}
-OLD_NAMES = {"generate": ["-m", "-i", "-o"], "corpus": ["--raw", "--raw-ratio", "-o"], "train-data": ["-o"]}
+COMMANDS = {
+    "generate": GenerateConfig,
+    "corpus": CorpusConfig,
+    "train-data": TrainDataConfig,
+    "evaluate": SynthEvalConfig,
+}
+OLD_NAMES = {
+    "generate": ["-m", "-i", "-o"],
+    "corpus": ["--raw", "--raw-ratio", "-o"],
+    "train-data": ["-o"],
+    "evaluate": [
+        "-m",
+        "--model",
+        "--train-data",
+        "--seen",
+        "--backend",
+        "--batch-size",
+        "--max-model-len",
+        "--out",
+    ],
+}
 
 
 @pytest.mark.parametrize("name", COMMANDS)
@@ -76,3 +98,53 @@ def test_generate_config_is_validated_and_keeps_its_budget():
     assert cfg.model == "default" and cfg.budget == 156
     with pytest.raises(ValueError, match="extra"):
         GenerateConfig(input="in.jsonl", out="out", max_len=256)
+
+
+def test_synth_evaluate_and_its_function_share_one_set_of_defaults():
+    """`synth evaluate --max-model-len` defaulted to 4096 while `evaluate_synthesizer` used 1024."""
+    import inspect
+
+    from instructkit.synth.measure import evaluate_synthesizer
+
+    assert MeasureSettings().max_model_len == SynthEvalConfig.model_fields["max_model_len"].default == 4096
+    for field in SynthEngine.model_fields:  # generate and evaluate run the synthesizer the same way
+        generate, evaluate = GenerateConfig.model_fields[field], SynthEvalConfig.model_fields[field]
+        assert (generate.default, generate.description) == (evaluate.default, evaluate.description), field
+    settings = inspect.signature(evaluate_synthesizer).parameters
+    assert [n for n, p in settings.items() if p.default is not inspect.Parameter.empty] == [
+        "seen",
+        "settings",
+    ]
+    with pytest.raises(ValueError, match="pair_max_new_tokens must be below max_model_len"):
+        MeasureSettings(max_model_len=64)
+
+
+def test_synth_evaluate_runs_with_its_derived_options(tmp_path, saved_tiny_model):
+    rows = [
+        {
+            "dataset": d,
+            "context": f"Town {i} lies on river R{i}.",
+            "instruction": "Which river?",
+            "response": f"R{i}",
+        }
+        for i, d in enumerate(["a", "a", "b"])
+    ]
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "report.json"
+    args = ["synth", "evaluate", str(data), "-m", str(saved_tiny_model), "--seen", "a", "--out", str(out)]
+    options = [
+        "--max-model-len",
+        "64",
+        "--max-new-tokens",
+        "2",
+        "--pair-texts",
+        "1",
+        "--pair-max-new-tokens",
+        "4",
+    ]
+    result = CliRunner().invoke(app, [*args, *options])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["rows"] == 3 and report["seen_datasets"] == ["a"] and report["unseen_datasets"] == ["b"]
+    assert report["pair_statistics"]["texts"] == 1  # --pair-texts reached the function

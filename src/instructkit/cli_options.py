@@ -4,7 +4,7 @@
 options are the model's fields: the name (`--snake-case`), help (the field's description) and shown
 default (the field's default) all come from the model. An option left out is absent from `fields`,
 so the model's own default applies; nothing is re-declared in the CLI. This module imports only
-typer and pydantic, so `--help` stays fast.
+typer, pydantic and `settings_io`, so `--help` stays fast.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from . import settings_io
+from .errors import InstructkitError
+
 _SCALARS = (str, int, float, bool, Path)
 
 
@@ -33,22 +36,43 @@ def option_name(field: str) -> str:
 Config = typing.TypeVar("Config", bound=BaseModel)
 
 
+def _option_of(loc: settings_io.Loc) -> str:
+    """A validation error's location as the option that set it: `('max_length',)` → `--max-length`."""
+    return option_name(str(loc[0])) + "".join(f".{part}" for part in loc[1:])
+
+
 def config_from(model: type[Config], fields: dict[str, Any]) -> Config:
     """The command's config from the options given; a bad value is a usage error naming its option."""
     try:
         return model(**fields)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        field = str(error["loc"][0]) if error["loc"] else ""
-        raise typer.BadParameter(f"{option_name(field)}: {error['msg']}" if field else error["msg"]) from None
+        raise typer.BadParameter(settings_io.describe(model, exc, _option_of)) from None
+
+
+def validate_options(model: type[Config], data: dict[str, Any], source: str | Path) -> Config:
+    """`model` from a config file merged with the options given; required settings that neither set
+    are named as options in one line (`missing --data, --output-dir`), other problems as `source: ...`."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        missing = [e for e in errors if e["type"] == "missing" and len(e["loc"]) == 1]
+        names = [str(e["loc"][0]) for e in missing]
+        others = [settings_io.problem(model, e) for e in errors if e not in missing]
+        parts = [f"{source}: {'; '.join(others)}"] if others else []
+        if missing:
+            flags, keys = ", ".join(map(option_name, names)), ", ".join(f"{n}:" for n in names)
+            them = "it" if len(names) == 1 else "them"
+            parts.insert(0, f"missing {flags}: pass {them}, or set {keys} in a --config YAML")
+        raise InstructkitError("; ".join(parts)) from None
 
 
 def parse_override(text: str) -> tuple[str, str]:
     """`--set KEY=VALUE` → (key, value): a dotted recipe field and its value as typed."""
-    if "=" not in text:
-        raise typer.BadParameter(f"{text!r}: expected KEY=VALUE", param_hint="--set")
-    key, value = text.split("=", 1)
-    return key.strip(), value
+    try:
+        return settings_io.parse_override(text)
+    except InstructkitError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--set") from None
 
 
 def _strip_optional(annotation: Any) -> Any:
@@ -116,33 +140,39 @@ def _parameter(
 
 def options_from(
     model: type[BaseModel],
-    *,
+    *also: type[BaseModel],
     exclude: Iterable[str] = (),
     aliases: dict[str, list[str]] | None = None,
     arguments: Iterable[str] = (),
     optional: Iterable[str] = (),
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorate `cmd(fields: dict, **own_options)`: the model's fields become its Typer options.
+    """Decorate `cmd(fields: dict, *also_settings, **own_options)`: the models' fields become its options.
 
-    `exclude` names fields that have no option (set in code or a config file), `aliases` extra
-    option names (e.g. `--lr`), `arguments` fields taken as positional arguments, `optional`
-    required fields that may come from elsewhere (a `--config` file) instead of the command line.
+    `fields` holds the options of `model` that were given (the command validates them, perhaps after
+    merging a config file); each model in `also` (e.g. `ExecutorSettings`, shared by several commands)
+    is validated here and passed as an instance after `fields`. `exclude` names fields that have no
+    option (set in code or a config file), `aliases` extra option names (e.g. `--lr`), `arguments`
+    fields taken as positional arguments, `optional` required fields that may come from elsewhere (a
+    `--config` file) instead of the command line.
     """
     skip, extra_names, positional, loose = set(exclude), aliases or {}, list(arguments), set(optional)
+    groups = [(model, [n for n in model.model_fields if n not in skip])]
+    groups += [(m, [n for n in m.model_fields if n not in skip]) for m in also]
+    _refuse_shared_names(groups)
 
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
-        own = list(inspect.signature(command, eval_str=True).parameters.values())[1:]
+        own = list(inspect.signature(command, eval_str=True).parameters.values())[1 + len(also) :]
         hints = typing.get_type_hints(command)
-        fields = [n for n in model.model_fields if n not in skip]
         generated = [
             _parameter(
                 n,
-                model.model_fields[n],
+                m.model_fields[n],
                 extra_names.get(n, []),
                 n in positional,
-                model.model_fields[n].is_required() and n not in loose,
+                m.model_fields[n].is_required() and n not in loose,
             )
-            for n in fields
+            for m, names in groups
+            for n in names
         ]
         # Positional arguments first, in the order given; then the command's own options.
         generated.sort(
@@ -155,10 +185,13 @@ def options_from(
 
         @functools.wraps(command)
         def wrapper(**kwargs: Any) -> Any:
-            values = {n: kwargs.pop(n) for n in fields if kwargs.get(n) not in (None, [])}
-            for n in fields:
-                kwargs.pop(n, None)
-            return command(values, **kwargs)
+            given = []
+            for _, names in groups:
+                given.append({n: kwargs[n] for n in names if kwargs.get(n) not in (None, [])})
+                for n in names:
+                    kwargs.pop(n, None)
+            settings = [config_from(m, values) for (m, _), values in zip(groups[1:], given[1:])]
+            return command(given[0], *settings, **kwargs)
 
         wrapper.__signature__ = inspect.Signature(generated + own_params)  # type: ignore[attr-defined]
         wrapper.__annotations__ = {p.name: p.annotation for p in generated + own_params}
@@ -166,3 +199,13 @@ def options_from(
         return wrapper
 
     return decorate
+
+
+def _refuse_shared_names(groups: list[tuple[type[BaseModel], list[str]]]) -> None:
+    """Two models of one command may not both declare a field: it would be one option for two settings."""
+    seen: dict[str, str] = {}
+    for model, names in groups:
+        for name in names:
+            if name in seen:
+                raise TypeError(f"{model.__name__} and {seen[name]} both declare {name!r}")
+            seen[name] = model.__name__

@@ -18,7 +18,11 @@ from typing import Any
 
 CORE_PACKAGES = ("torch", "transformers", "datasets", "tokenizers", "accelerate", "peft")
 OPTIONAL_PACKAGES = ("vllm", "flash-attn", "ray", "bitsandbytes", "deepspeed", "gguf", "trl", "lm-eval")
-ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
+# train.attention.DOCS and VARLEN, named here so the report needs no torch import. DOCS is what packed
+# training uses on a CPU (and on a GPU without flash-attn or torch's varlen kernels).
+DOCS = "instructkit_docs"
+VARLEN = "instructkit_varlen"
+ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2", DOCS)
 # flex_attention compiles on first use (about half a minute on a CPU), so it is checked only when asked.
 SLOW_ATTENTION_IMPLEMENTATIONS = ("flex_attention",)
 
@@ -93,17 +97,11 @@ def check_devices(report: Report) -> None:
 
 def _tiny_llama(attn_implementation: str):
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
-    config = LlamaConfig(
-        vocab_size=128,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=64,
-    )
+    from .models.tiny import tiny_llama_config
+
+    config = tiny_llama_config("nano", vocab_size=128, max_position_embeddings=64)
     config._attn_implementation = attn_implementation
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -126,10 +124,37 @@ def packed_attention_status(attn_implementation: str) -> tuple[bool, str]:
     return True, f"isolated (cross-talk {leak:.1e}, {seconds:.1f} s)"
 
 
+def varlen_status() -> tuple[bool, str]:
+    """torch's varlen attention (`instructkit_varlen`): why it cannot run here, or its isolation in bf16
+    (its kernels are half precision only; in fp32 it would silently test the per-document fallback)."""
+    import torch
+
+    from .train.attention import varlen_unavailable
+
+    why = varlen_unavailable()
+    if why:
+        return False, f"unavailable: {why}"
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        return packed_attention_status(VARLEN)
+
+
 def check_attention(report: Report, implementations: Iterable[str] = ATTENTION_IMPLEMENTATIONS) -> None:
     for impl in implementations:
         ok, detail = packed_attention_status(impl)
         report.add("packed attention", impl, ok, detail)
+    if implementations == ATTENTION_IMPLEMENTATIONS:
+        report.add("packed attention", VARLEN, *varlen_status())
+        report.add("packed attention", "training uses", *training_attention_status(report))
+
+
+def training_attention_status(report: Report) -> tuple[bool, str]:
+    """The attention packed training picks here by default, and whether its isolation check above passed."""
+    from .train.attention import training_attention
+
+    impl = training_attention(None, packed=True) or "sdpa"
+    found = [c for c in report.checks if c.section == "packed attention" and c.name == impl]
+    verdict = ("isolated" if found[0].ok else "FAILS its check above") if found else "not checked"
+    return bool(found and found[0].ok), f"{impl} for packed rows ({verdict}; --attn-implementation overrides)"
 
 
 def hub_status(timeout: float = 3.0) -> tuple[bool, str]:
@@ -220,9 +245,38 @@ def run_doctor(
     return report, all_met
 
 
+# Recipe keys whose values name a model or tokenizer, and the key whose list names data sources.
+MODEL_KEYS = ("model", "tokenizer", "synthesizer", "judge_model")
+SOURCES_KEY = "sources"
+
+
+def hub_references(value: Any, key: str = "") -> list[str]:
+    """The model, tokenizer and data references in a recipe that read as hub ids (not on disk, not
+    `tiny:`, `pretrained:` or the default synthesizer), by the one rule of `hub.path_reason`."""
+    if isinstance(value, dict):
+        return [ref for k, v in value.items() for ref in hub_references(v, str(k))]
+    if isinstance(value, list):
+        return [ref for v in value for ref in hub_references(v, key)]
+    if not isinstance(value, str) or key not in (*MODEL_KEYS, SOURCES_KEY):
+        return []
+    return [value] if _reads_as_hub_id(value, dataset=key == SOURCES_KEY) else []
+
+
+def _reads_as_hub_id(reference: str, dataset: bool) -> bool:
+    from .hub import is_local, path_reason
+    from .models.pretrained import is_pretrained_ref
+    from .models.tiny import is_tiny
+
+    if reference in ("tiny", "default") or is_tiny(reference) or is_pretrained_ref(reference):
+        return False
+    return not is_local(reference) and path_reason(reference, dataset=dataset) is None
+
+
 def recipe_needs(recipe: dict[str, Any]) -> list[str]:
-    """What a recipe's settings require of the machine (GPU precision, backends, executors)."""
+    """What a recipe's settings require of the machine (GPU precision, backends, executors, the hub)."""
     needs: set[str] = set()
+    if hub_references(recipe):
+        needs.add("hub")
     values = {str(v).lower() for v in _leaves(recipe)}
     if "bf16" in values:
         needs.update({"cuda", "bf16"})

@@ -14,7 +14,11 @@ def doctor_command(
         "--need",
         help="Something the next job needs: cuda, bf16, hub, vllm, flash-attn, ray, ... (repeatable).",
     ),
-    recipe: Path = typer.Option(None, "--recipe", help="Also require what this recipe's settings need."),
+    recipe: Path = typer.Option(
+        None,
+        "--recipe",
+        help="Also require what this recipe's settings need (a file or a shipped recipe's name).",
+    ),
     attention: bool = typer.Option(
         True, "--attention/--no-attention", help="Run the packed-attention checks."
     ),
@@ -33,7 +37,9 @@ def doctor_command(
 
     needs = list(need)
     if recipe is not None:
-        needs += recipe_needs(yaml.safe_load(recipe.read_text()) or {})
+        from .recipe import _recipe_path  # a file, or a shipped recipe's name, as `instructkit run` takes
+
+        needs += recipe_needs(yaml.safe_load(_recipe_path(recipe).read_text()) or {})
     report, all_met = run_doctor(
         dict.fromkeys(needs), attention=attention, hub=hub, slow_attention=all_attention
     )

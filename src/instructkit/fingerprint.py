@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 _CHUNK = 1 << 22
@@ -66,12 +66,21 @@ def _save_memo(memo: dict[str, dict]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _sha256(path: Path) -> str:
+def sha256_hex(data: str | bytes | Iterable[bytes]) -> str:
+    """Hex sha256 of text (UTF-8), bytes, or byte chunks taken in order: the toolkit's one sha256."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
+    if isinstance(data, str):
+        data = data.encode()
+    for chunk in [data] if isinstance(data, (bytes, bytearray, memoryview)) else data:
+        digest.update(chunk)
     return digest.hexdigest()
+
+
+def file_chunks(path: str | Path, size: int = _CHUNK) -> Iterator[bytes]:
+    """A file's bytes in blocks of `size`, so a large file is hashed without reading it whole."""
+    with open(path, "rb") as handle:
+        while chunk := handle.read(size):
+            yield chunk
 
 
 def _cached_digest(resolved: Path, stat: os.stat_result) -> str | None:
@@ -98,7 +107,7 @@ def file_digest(path: str | Path, save: bool = True) -> str:
         cached = _cached_digest(resolved, stat)
     if cached is not None:
         return cached
-    digest = _sha256(resolved)
+    digest = sha256_hex(file_chunks(resolved))
     with _LOCK:
         memo = _load_memo()
         memo[str(resolved)] = {"stat": _stat_key(stat), "sha256": digest}
@@ -127,22 +136,24 @@ def path_digest(
     if root.is_file():
         return file_digest(root)
     skip = set(exclude)
-    combined = hashlib.sha256()
-    for file in _files_under(root):
-        relative = file.relative_to(root).as_posix()
-        if relative in skip or relative.split("/", 1)[0] in skip or (keep is not None and not keep(relative)):
-            continue
-        combined.update(relative.encode() + b"\0" + file_digest(file, save=False).encode() + b"\n")
+
+    def counted(relative: str) -> bool:
+        excluded = relative in skip or relative.split("/", 1)[0] in skip
+        return not excluded and (keep is None or keep(relative))
+
+    files = [(file, file.relative_to(root).as_posix()) for file in _files_under(root)]
+    digest = sha256_hex(
+        relative.encode() + b"\0" + file_digest(file, save=False).encode() + b"\n"
+        for file, relative in files
+        if counted(relative)
+    )
     if _DIRTY:  # one write for the whole folder, not one per file
         with _LOCK:
             _save_memo(_load_memo())
-    return combined.hexdigest()
+    return digest
 
 
 def text_digest(*parts: str) -> str:
     """sha256 of strings joined unambiguously (for templates, configs and other in-memory inputs)."""
-    combined = hashlib.sha256()
-    for part in parts:
-        encoded = part.encode()
-        combined.update(len(encoded).to_bytes(8, "little") + encoded)
-    return combined.hexdigest()
+    encoded = (part.encode() for part in parts)
+    return sha256_hex(len(e).to_bytes(8, "little") + e for e in encoded)

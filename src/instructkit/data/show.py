@@ -23,9 +23,9 @@ def show_rows(directory: Path, n: int, task: str | None, console: Console) -> No
         for row in rows:
             console.print(_conversation_panel(row))
         return
-    from transformers import AutoTokenizer
+    from ..models.loading import load_tokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(directory / "tokenizer"))
+    tokenizer = load_tokenizer(str(directory / "tokenizer"))
     for i, row in enumerate(rows):
         console.print(Panel(token_text(tokenizer, row), title=f"row {i}", subtitle=_row_subtitle(row)))
 

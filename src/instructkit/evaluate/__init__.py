@@ -1,7 +1,7 @@
 """Evaluation: catalog tasks and published benchmark protocols scored through interchangeable backends.
 
 Python API (names are imported lazily, so the CLI starts fast):
-    evaluate(model, tokenizer, tasks=[...] | suite="flan", out_dir=..., batch_size=16, **EvalConfig fields)
+    evaluate(model, tokenizer, config=EvalConfig(suite="flan" | tasks=[...], ...), out_dir=...)
     EvalConfig: every evaluation setting, declared once (evaluate.config; `eval run` options derive from it)
     catalog_eval_tasks(tasks, template_ids=..., k_shot=0, cot=False, split=None, limit=None) -> [EvalTask]
     write_report(runs, out_dir); compare(run_a, run_b); pairwise_win_rate(judge, instructions, a, b)

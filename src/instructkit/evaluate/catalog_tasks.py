@@ -4,17 +4,21 @@ with, zero-shot or k-shot, direct or CoT; option tasks are scored by loglikeliho
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..errors import InstructkitError
 from .metrics import random_baseline
 from .spec import EvalDoc, EvalTask
+
+if TYPE_CHECKING:
+    from ..data.tasks import EvalExample, Task
 
 # catalog metric name → this package's metric name
 METRICS = {"exact_match": "em", "accuracy": "acc", "acc": "acc", "f1": "f1", "em": "em"}
 
 
 def catalog_eval_tasks(
-    tasks: list[Any],
+    tasks: list[Task | str],
     *,
     split: str | None = None,
     template_ids: list[str] | None = None,
@@ -30,7 +34,7 @@ def catalog_eval_tasks(
 
     catalog = load_catalog() if any(isinstance(t, str) for t in tasks) else {}
     out: list[EvalTask] = []
-    for task in (catalog[t] if isinstance(t, str) else t for t in tasks):
+    for task in (_named(catalog, t) if isinstance(t, str) else t for t in tasks):
         for tid in template_ids or task.eval_template_ids():
             examples = eval_examples(
                 task,
@@ -47,6 +51,13 @@ def catalog_eval_tasks(
     return out
 
 
+def _named(catalog: dict[str, Task], name: str) -> Task:
+    """A built-in catalog task by name; an unknown name is an error, not a KeyError."""
+    if name not in catalog:
+        raise InstructkitError(f"unknown catalog task {name!r}; see `instructkit tasks list`")
+    return catalog[name]
+
+
 def load_catalog_task(
     name: str,
     data_dir: Path | None = None,
@@ -61,17 +72,18 @@ def load_catalog_task(
     )
 
 
-def _eval_task(task: Any, template_id: str, examples: list[Any], k_shot: int, cot: bool) -> EvalTask:
-    scored_by_options = not cot and all(_gold(ex) is not None for ex in examples) and bool(examples)
+def _eval_task(task: Task, template_id: str, examples: list[EvalExample], k_shot: int, cot: bool) -> EvalTask:
+    """One template's examples as a task, scored by options when every example's gold is an option."""
+    scored_by_options = not cot and bool(examples) and all(ex.document.gold is not None for ex in examples)
     docs = [_doc(ex, scored_by_options) for ex in examples]
-    options = examples[0].options if examples and examples[0].options else None
+    options = examples[0].document.options if examples else None
     return EvalTask(
         name=f"{task.name}/{template_id}{'/cot' if cot else ''}{f'/{k_shot}shot' if k_shot else ''}",
         method="multiple_choice" if scored_by_options else "generate",
         docs=docs,
         metric="acc" if scored_by_options else METRICS.get(task.metric, "em"),
         num_fewshot=k_shot,
-        target_delimiter="",
+        target_delimiter="",  # each doc's own delimiter leads its choices
         extractor="answer_is" if cot else "first_line",
         stop=("\n\n",) if cot else ("\n",),
         max_new_tokens=256 if cot else 64,
@@ -82,31 +94,13 @@ def _eval_task(task: Any, template_id: str, examples: list[Any], k_shot: int, co
     )
 
 
-def _gold(example: Any) -> int | None:
-    options = example.options or []
-    for value in (example.target, example.answer):
-        if value in options:
-            return options.index(value)
-    return None
-
-
-def _doc(example: Any, by_options: bool) -> EvalDoc:
-    # few-shot prompts end with an answer cue ("A:"): the reply follows a space; zero-shot ones a newline.
-    cue = example.prompt.rstrip().endswith(":")
-    query, delimiter = (example.prompt, " ") if cue else (example.prompt + "\n", "")
+def _doc(example: EvalExample, by_options: bool) -> EvalDoc:
+    """The task layer's document parts as an EvalDoc: options led by the delimiter, or gold answers."""
+    parts = example.document
     doc_id = f"{example.task}/{example.template_id}/{example.row_id}"
+    meta = {"source": example.meta.get("source")}
     if by_options:
-        return EvalDoc(
-            doc_id,
-            query,
-            [delimiter + o for o in example.options],
-            _gold(example),
-            answers=[example.target],
-            meta={"source": example.meta.get("source")},
-        )
-    return EvalDoc(
-        doc_id,
-        query,
-        answers=list(dict.fromkeys([example.target, example.answer])),
-        meta={"source": example.meta.get("source")},
-    )
+        choices = [parts.target_delimiter + o for o in parts.options or ()]
+        return EvalDoc(doc_id, parts.query, choices, parts.gold, answers=[example.target], meta=meta)
+    answers = list(dict.fromkeys([example.target, example.answer]))
+    return EvalDoc(doc_id, parts.query, answers=answers, meta=meta)

@@ -6,12 +6,14 @@ assistant's reply); `chat_multiturn` (each exemplar a user/assistant exchange, t
 
 from __future__ import annotations
 
-from typing import get_args
+from typing import TYPE_CHECKING, get_args
 
 from ..errors import InstructkitError
-from .backends.base import Backend
 from .config import PromptStyle
 from .spec import EvalDoc, EvalTask
+
+if TYPE_CHECKING:  # a type only: backends/hf.py imports this module (stop_token_ids)
+    from .backends.base import Backend
 
 STYLES: tuple[str, ...] = get_args(PromptStyle)
 
@@ -33,11 +35,18 @@ def context(task: EvalTask, doc: EvalDoc, style: PromptStyle, backend: Backend |
         return base_text(task, doc)
     if backend is None:
         raise InstructkitError("chat prompt styles need a backend with a chat template")
-    if style == "chat":
-        return backend.render_chat([{"role": "user", "content": base_text(task, doc)}])
-    if style == "chat_multiturn":
-        return backend.render_chat(_turns(task, doc))
+    if style in ("chat", "chat_multiturn"):
+        return backend.render_chat(chat_messages(task, doc, style))
     raise InstructkitError(f"unknown prompt style {style!r}; styles: {', '.join(STYLES)}")
+
+
+def chat_messages(task: EvalTask, doc: EvalDoc, style: PromptStyle) -> list[dict[str, str]]:
+    """The chat a chat style sends (before the template): one user turn (`chat`) or the exemplars as turns."""
+    if style == "chat":
+        return [{"role": "user", "content": base_text(task, doc)}]
+    if style == "chat_multiturn":
+        return _turns(task, doc)
+    raise InstructkitError(f"{style!r} is not a chat prompt style; chat styles: chat, chat_multiturn")
 
 
 def continuation(task: EvalTask, choice: str, style: PromptStyle) -> str:

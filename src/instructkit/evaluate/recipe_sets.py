@@ -7,7 +7,7 @@ texts it kept without synthesized pairs; the file's name and prompt live here, w
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..errors import BadRowError, InstructkitError
 from .config import EvalSetSpec, EvaluateSpec
@@ -16,6 +16,7 @@ from .suites.io import read_jsonl
 
 if TYPE_CHECKING:
     from ..data.mixture_config import MixtureConfig
+    from ..data.tasks import Task
 
 HELDOUT_QA = "heldout_qa.jsonl"
 QA_PROMPT = "{text}\n\nQuestion: {question}\nAnswer:"  # the corpus's first `qa` template style
@@ -43,7 +44,7 @@ def eval_tasks(
     return out
 
 
-def recipe_catalog(mixture: MixtureConfig | None) -> dict[str, Any]:
+def recipe_catalog(mixture: MixtureConfig | None) -> dict[str, Task]:
     """The task catalog a recipe sees: the built-in one plus its mixture's extra directories."""
     from ..data.tasks import load_catalog
 
@@ -51,7 +52,7 @@ def recipe_catalog(mixture: MixtureConfig | None) -> dict[str, Any]:
 
 
 def _catalog_set(
-    eval_set: EvalSetSpec, mixture: MixtureConfig | None, catalog: dict[str, Any], seed: int
+    eval_set: EvalSetSpec, mixture: MixtureConfig | None, catalog: dict[str, Task], seed: int
 ) -> list[EvalTask]:
     """One EvalTask per (task, template, shot count), named and grouped under the set's name."""
     from .catalog_tasks import catalog_eval_tasks
@@ -78,7 +79,7 @@ def _catalog_set(
     return out
 
 
-def set_tasks(eval_set: EvalSetSpec, mixture: MixtureConfig | None, catalog: dict[str, Any]) -> list[Any]:
+def set_tasks(eval_set: EvalSetSpec, mixture: MixtureConfig | None, catalog: dict[str, Task]) -> list[Task]:
     """The catalog tasks an eval set names (`@train`: the mixture's), its clusters' tasks, each once."""
     names: list[str] = []
     for name in eval_set.tasks:
@@ -90,7 +91,9 @@ def set_tasks(eval_set: EvalSetSpec, mixture: MixtureConfig | None, catalog: dic
     return [catalog[n] for n in dict.fromkeys(names)]
 
 
-def _mixture_task_names(eval_set: EvalSetSpec, mixture: MixtureConfig | None, catalog: dict) -> list[str]:
+def _mixture_task_names(
+    eval_set: EvalSetSpec, mixture: MixtureConfig | None, catalog: dict[str, Task]
+) -> list[str]:
     from ..data.mixture import resolve_groups
 
     if mixture is None:
@@ -99,7 +102,7 @@ def _mixture_task_names(eval_set: EvalSetSpec, mixture: MixtureConfig | None, ca
     return sorted({t.name for g in groups for t, _ in g.members})
 
 
-def _template_ids(task: Any, which: str) -> list[str]:
+def _template_ids(task: Task, which: str) -> list[str]:
     if which == "train":
         return [t.id for t in task.train_templates() if not t.inverted]
     if which == "heldout":

@@ -5,9 +5,10 @@ Requests are plain frozen data so they can be hashed into the per-request cache 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass
+
+from ..fingerprint import sha256_hex
 
 
 @dataclass(frozen=True)
@@ -66,4 +67,4 @@ class Sample:
 
 def _digest(kind: str, payload: dict) -> str:
     text = json.dumps([kind, payload], sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return sha256_hex(text)

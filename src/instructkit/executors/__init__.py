@@ -10,12 +10,30 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from ..errors import InstructkitError
 
 Executor = Literal["local", "ray"]
 EXECUTORS: tuple[str, ...] = ("local", "ray")
-EXECUTOR_HELP = "local (this machine, default) or ray (a Ray cluster; needs the ray extra of instructkit)."
-RAY_ADDRESS_HELP = "Ray cluster to join (e.g. auto or ray://head:10001); default: start a local one."
+
+
+class ExecutorSettings(BaseModel):
+    """`--executor` and `--ray-address`, declared once for every command that takes them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    executor: str = Field(
+        "local",
+        description="local (this machine) or ray (a Ray cluster; needs the ray extra of instructkit).",
+    )
+    ray_address: str | None = Field(
+        None, description="Ray cluster to join (e.g. auto or ray://head:10001); unset: start a local one."
+    )
+
+    def checked(self) -> Executor:
+        """The executor, validated (see `check_executor`)."""
+        return check_executor(self.executor, self.ray_address)
 
 
 def check_executor(name: str, ray_address: str | None = None) -> Executor:

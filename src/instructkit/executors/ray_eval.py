@@ -31,6 +31,7 @@ class _BackendActor:
             "fingerprint": backend.fingerprint(),
             "accepts_token_ids": backend.accepts_token_ids,
             "deterministic": getattr(backend, "deterministic", False),
+            "warnings": list(backend.warnings),
         }
 
     def call(self, method: str, requests: list[Any]) -> list[Any]:
@@ -51,6 +52,7 @@ class RayBackend(Backend):
         self._fingerprint = info[0]["fingerprint"]
         self.accepts_token_ids = info[0]["accepts_token_ids"]
         self.deterministic = info[0]["deterministic"]
+        self.warnings = info[0]["warnings"]
 
     def fingerprint(self) -> str:
         return self._fingerprint

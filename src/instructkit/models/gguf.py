@@ -55,10 +55,11 @@ def finish_gguf_model(model: Any, source: str, quiet: bool = False) -> Any:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     if not quiet:
-        from rich.console import Console
+        from ..progress import log_event
 
-        Console(stderr=True).print(
-            f"[yellow]note:[/] {source} holds quantized GGUF weights; they were dequantized to {model.dtype} "
+        log_event(
+            "model",
+            f"note: {source} holds quantized GGUF weights; they were dequantized to {model.dtype} "
             "(training updates these, the GGUF quantization is not kept). Run "
             "`instructkit models import FILE.gguf --out DIR` once to load faster next time.",
             highlight=False,
@@ -73,16 +74,19 @@ def import_gguf(gguf: str | Path, out: str | Path, dtype: str = "float32", overw
     half-written directory.
     """
     import torch
-    from transformers import AutoModelForCausalLM
-
-    from .loading import load_tokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf, out = Path(gguf).expanduser(), Path(out).expanduser()
     if not gguf.is_file() or gguf.suffix.lower() != GGUF_SUFFIX:
         raise InstructkitError(f"{gguf}: not a GGUF file (expected an existing *.gguf file)")
     if out.exists() and not overwrite:
         raise InstructkitError(f"{out} already exists; pass --overwrite to replace it")
-    tokenizer = load_tokenizer(str(gguf))
+    # Loaded here, not through loading.py: loading resolves `pretrained:` names, whose fetch imports this.
+    source, extra = gguf_load_args(str(gguf))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False, **extra)
+    except Exception as exc:
+        raise hub_error("tokenizer", str(gguf), exc) from exc
     try:
         source, extra = gguf_load_args(str(gguf), for_model=True)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, dtype), **extra)

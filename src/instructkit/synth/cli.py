@@ -1,6 +1,6 @@
-"""`instructkit synth ...`: generate pairs, build the augmented corpus, make training data, evaluate, demo.
+"""`instructkit synth ...`: generate pairs, preference pairs, build the augmented corpus, make training data, evaluate, demo.
 
-The options of generate, corpus and train-data are derived from their configs in `synth.config`; demo
+The options of generate, corpus, train-data and evaluate are derived from their configs in `synth.config`; demo
 runs the shipped recipe `synth_demo` through the pipeline of `instructkit run`.
 """
 
@@ -13,8 +13,9 @@ import typer
 from rich.console import Console
 
 from ..cli_options import config_from, options_from, parse_override
-from ..executors import EXECUTOR_HELP, RAY_ADDRESS_HELP, check_executor
-from .config import CorpusConfig, GenerateConfig, TrainDataConfig
+from ..executors import ExecutorSettings
+from .config import CorpusConfig, GenerateConfig, SynthEvalConfig, TrainDataConfig
+from .pairs_config import PairsConfig
 
 DEMO_RECIPE = "synth_demo"  # src/instructkit/recipes/synth_demo.yaml
 
@@ -34,21 +35,17 @@ def _print(obj: dict) -> None:
 
 
 @synth_app.command()
-@options_from(GenerateConfig, aliases={"model": ["-m"], "input": ["-i"], "out": ["-o"]})
-def generate(
-    fields: dict,
-    executor: str = typer.Option("local", help=EXECUTOR_HELP),
-    ray_address: str | None = typer.Option(None, help=RAY_ADDRESS_HELP),
-) -> None:
+@options_from(GenerateConfig, ExecutorSettings, aliases={"model": ["-m"], "input": ["-i"], "out": ["-o"]})
+def generate(fields: dict, where: ExecutorSettings) -> None:
     """Write instruction–response pairs for each raw text (sharded; a rerun skips finished shards)."""
     from .generate import generate_pairs
 
-    on_ray = check_executor(executor, ray_address) == "ray"
+    on_ray = where.checked() == "ray"
     cfg = config_from(GenerateConfig, fields)
     if on_ray:  # --num-workers: actors in the pool (default: one per GPU, else per CPU)
         from ..executors.ray_synth import generate_pairs_ray
 
-        _print(generate_pairs_ray(cfg, ray_address))
+        _print(generate_pairs_ray(cfg, where.ray_address))
         return
     _print(generate_pairs(cfg))
 
@@ -80,34 +77,36 @@ def train_data(fields: dict) -> None:
 
 
 @synth_app.command()
-def evaluate(
-    model: str = typer.Option(..., "--model", "-m", help="Synthesizer path or hub id."),
-    data: list[str] = typer.Argument(
-        ..., help="Context-task rows (e.g. a train-data folder's held_out.jsonl)."
-    ),
-    train_data: Path | None = typer.Option(
-        None, help="The synthesizer's train-data folder: its datasets are 'seen'."
-    ),
-    seen: str | None = typer.Option(None, help="Comma-separated dataset names seen in training."),
-    backend: str = typer.Option("hf"),
-    batch_size: int = typer.Option(16),
-    max_model_len: int = typer.Option(4096),
-    out: Path | None = typer.Option(None, help="Write the report JSON here."),
-) -> None:
+@options_from(SynthEvalConfig, arguments=["data"], aliases={"model": ["-m"]})
+def evaluate(fields: dict) -> None:
     """Response F1 (seen/unseen datasets) and pair statistics of a synthesizer."""
     from .measure import evaluate_synthesizer
     from .task_rows import read_task_rows
 
-    rows = [r for source in data for r in read_task_rows(source)]
-    names = set(seen.split(",")) if seen else None
-    if train_data is not None:
-        names = (names or set()) | set(json.loads((train_data / "stats.json").read_text())["datasets"])
-    report = evaluate_synthesizer(
-        model, rows, names, backend=backend, batch_size=batch_size, max_model_len=max_model_len
-    )
-    if out:
-        out.write_text(json.dumps(report, indent=2))
+    cfg = config_from(SynthEvalConfig, fields)
+    rows = [r for source in cfg.data for r in read_task_rows(source)]
+    names = set(cfg.seen.split(",")) if cfg.seen else None
+    if cfg.train_data is not None:
+        stats = Path(cfg.train_data) / "stats.json"
+        names = (names or set()) | set(json.loads(stats.read_text())["datasets"])
+    report = evaluate_synthesizer(cfg.model, rows, names, cfg)
+    if cfg.out:
+        Path(cfg.out).write_text(json.dumps(report, indent=2))
     _print(report)
+
+
+@synth_app.command()
+@options_from(PairsConfig, aliases={"model": ["-m"], "out": ["-o"]})
+def pairs(fields: dict) -> None:
+    """Preference pairs from the model's own sampled answers: chosen right, rejected wrong (exact-answer check)."""
+    from .pairs import build_pairs
+
+    cfg = config_from(PairsConfig, fields)
+    summary = build_pairs(cfg)
+    _print(summary)
+    console.print(
+        f"next: instructkit data prepare {summary['pairs_file']} --tokenizer {cfg.model} --out PREPARED"
+    )
 
 
 @synth_app.command()

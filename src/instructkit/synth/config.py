@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SynthesizerSize = Literal["test", "small"]
 DEFAULT_SYNTHESIZER = "default"  # the tiny synthesizer trained offline (`synth.default_synthesizer`)
@@ -99,6 +99,14 @@ class PretrainCorpusConfig(CorpusSpec, CorpusBuild):
     )
 
 
+class SynthEngine(_Settings):
+    """How the synthesizer model runs: its backend, batch and length budget (`generate` and `evaluate`)."""
+
+    backend: str = Field("hf", description="hf (batched generate with KV cache) or vllm (GPU).")
+    batch_size: int = Field(16, ge=1, description="Prompts per generate call (hf backend).")
+    max_model_len: int = Field(4096, ge=8, description="Prompt + generation budget in tokens.")
+
+
 class _GenerateIO(_Settings):
     model: str = Field(
         DEFAULT_SYNTHESIZER,
@@ -110,20 +118,17 @@ class _GenerateIO(_Settings):
 
 
 # Bases in this order so that the options list model, input and out first (pydantic orders fields by
-# reversed MRO); the same holds for `_PairsIO` above.
-class GenerateConfig(Chains, _GenerateIO):
+# reversed MRO); the same holds for `_PairsIO` above and `_MeasureIO` below.
+class GenerateConfig(SynthEngine, Chains, _GenerateIO):
     """`synth generate`: raw texts → instruction–response pairs, sharded and resumable."""
 
     text_field: str = Field("text", description="Column holding the raw text.")
     group_field: str | None = Field(
         None, description="Column grouping texts of one document (e.g. article title) into chains."
     )
-    max_model_len: int = Field(4096, ge=8, description="Prompt + generation budget in tokens.")
     max_new_tokens: int = Field(
         400, ge=1, description="Generated tokens per text (the released synthesizer's)."
     )
-    backend: str = Field("hf", description="hf (batched generate with KV cache) or vllm (GPU).")
-    batch_size: int = Field(16, ge=1, description="Prompts per generate call (hf backend).")
     shard_size: int = Field(
         1000, ge=1, description="Texts per shard (whole chains, so a shard may hold a few more)."
     )
@@ -154,3 +159,35 @@ class TrainDataConfig(_Settings):
         0.0, ge=0, lt=1, description="Share of each dataset's examples held out for `synth evaluate`."
     )
     seed: int = Field(0, description="Seed of the hold-out split and the row order.")
+
+
+class MeasureSettings(SynthEngine):
+    """How `synth evaluate` measures a synthesizer: response F1, then pair statistics of free generation."""
+
+    max_new_tokens: int = Field(48, ge=1, description="Generated tokens per response (response F1).")
+    pair_texts: int = Field(
+        32, ge=0, description="Contexts the synthesizer writes pairs for freely (pair statistics)."
+    )
+    pair_max_new_tokens: int = Field(
+        200, ge=1, description="Generated tokens per free generation (pair statistics)."
+    )
+
+    @model_validator(mode="after")
+    def _prompt_fits(self) -> MeasureSettings:
+        if self.pair_max_new_tokens >= self.max_model_len:
+            raise ValueError("pair_max_new_tokens must be below max_model_len (the prompt needs room)")
+        return self
+
+
+class _MeasureIO(_Settings):
+    model: str = Field(description="Synthesizer path or hub id.")
+    data: list[str] = Field(description="Context-task rows (e.g. a train-data folder's held_out.jsonl).")
+    train_data: str | None = Field(
+        None, description="The synthesizer's train-data folder: its datasets are 'seen'."
+    )
+    seen: str | None = Field(None, description="Comma-separated dataset names seen in training.")
+    out: str | None = Field(None, description="Write the report JSON here.")
+
+
+class SynthEvalConfig(MeasureSettings, _MeasureIO):
+    """`synth evaluate`: response F1 (seen/unseen datasets) and pair statistics of a synthesizer."""

@@ -104,17 +104,14 @@ def synthesizer_f1(out: str | Path, synth: str | Path, size: str = "small") -> d
 
 def _measure(out: Path, model: Path, s: SynthesizerSize) -> dict[str, Any]:
     """`evaluate_synthesizer` on the held-out rows of the seen datasets plus an unseen dataset."""
+    from .config import MeasureSettings
     from .measure import evaluate_synthesizer
 
     seen = set(json.loads((out / "synth_data" / "stats.json").read_text())["datasets"])
-    report = evaluate_synthesizer(
-        str(model),
-        _eval_rows(out, s),
-        seen,
-        max_model_len=s.max_length,
-        pair_texts=8,
-        pair_max_new_tokens=min(128, s.max_length // 2),
+    settings = MeasureSettings(
+        max_model_len=s.max_length, pair_texts=8, pair_max_new_tokens=min(128, s.max_length // 2)
     )
+    report = evaluate_synthesizer(str(model), _eval_rows(out, s), seen, settings)
     keys = (
         "response_f1",
         "response_f1_seen",

@@ -15,6 +15,7 @@ from typing import Any
 from ..evaluate.backends.base import Backend, greedy_texts
 from ..evaluate.backends.load import load_backend
 from ..evaluate.metrics import token_f1
+from .config import MeasureSettings
 from .markup import END, SynthFormat, encode_question
 from .parser import parse_pairs
 from .quality import pair_statistics
@@ -50,32 +51,31 @@ def evaluate_synthesizer(
     model: str,
     rows: list[dict[str, str]],
     seen: set[str] | None = None,
-    *,
-    backend: str = "hf",
-    batch_size: int = 16,
-    max_new_tokens: int = 48,
-    pair_texts: int = 32,
-    pair_max_new_tokens: int = 200,
-    max_model_len: int = 1024,
+    settings: MeasureSettings | None = None,
 ) -> dict[str, Any]:
-    """Response F1 per dataset (and seen/unseen means) plus pair statistics, for the model at `model`."""
+    """Response F1 per dataset (and seen/unseen means) plus pair statistics, for the model at `model`.
+
+    `settings` (default: `MeasureSettings()`, the defaults `synth evaluate` shows) sets the backend,
+    its batch and length budget, and the generation lengths.
+    """
     from ..models.loading import load_tokenizer
 
-    engine = load_backend(backend, model, batch_size=batch_size, max_model_len=max_model_len)
+    s = settings or MeasureSettings()
+    engine = load_backend(s.backend, model, batch_size=s.batch_size, max_model_len=s.max_model_len)
     tokenizer = load_tokenizer(model)
-    scores = response_f1(engine, tokenizer, rows, max_new_tokens)
+    scores = response_f1(engine, tokenizer, rows, s.max_new_tokens)
     by_dataset: dict[str, list[float]] = defaultdict(list)
     for row, score in zip(rows, scores):
         by_dataset[row["dataset"]].append(score)
     per_dataset = {name: round(mean(v), 4) for name, v in sorted(by_dataset.items())}
-    contexts = list(dict.fromkeys(r["context"] for r in rows))[:pair_texts]
+    contexts = list(dict.fromkeys(r["context"] for r in rows))[: s.pair_texts]
     report: dict[str, Any] = {
         "model": model,
         "rows": len(rows),
         "response_f1": round(mean(scores), 4) if scores else 0.0,
         "response_f1_by_dataset": per_dataset,
         "pair_statistics": free_pairs(
-            engine, tokenizer, contexts, max_model_len - pair_max_new_tokens, pair_max_new_tokens
+            engine, tokenizer, contexts, s.max_model_len - s.pair_max_new_tokens, s.pair_max_new_tokens
         ),
     }
     if seen is not None:

@@ -66,13 +66,9 @@ def heldout_indices(n: int, k: int, seed: int) -> set[int]:
 
 def corpus_tokenizer(name: str, texts: list[str]):
     """A tiny BPE trained on the raw texts (the same for every arm), or the named tokenizer."""
-    from ..models.loading import load_tokenizer
-    from ..models.tiny import is_tiny, tiny_preset, train_tiny_tokenizer
+    from ..models.loading import load_or_train_tokenizer
 
-    if name == "tiny" or is_tiny(name):
-        preset = tiny_preset(name if is_tiny(name) else "tiny:micro")
-        return train_tiny_tokenizer(texts, vocab_size=preset.vocab_size)
-    return load_tokenizer(name)
+    return load_or_train_tokenizer(name, lambda: texts)
 
 
 def _synthesizer(cfg: PretrainCorpusConfig, out: Path) -> str:
@@ -121,16 +117,15 @@ def generate_for_texts(
         max_model_len=length,
         max_new_tokens=length // 2,
         shard_size=max(1, len(rows) // 2),
-        batch_size=16,
     )
     return generate_pairs(cfg)
 
 
 def context_length(model: str, cap: int = 4096) -> int:
     """The synthesizer's position limit (at most `cap`): its prompt + generation budget."""
-    from transformers import AutoConfig
+    from ..models.loading import config_max_positions, load_config
 
-    return min(cap, int(AutoConfig.from_pretrained(model).max_position_embeddings))
+    return min(cap, int(config_max_positions(load_config(model))))
 
 
 def write_heldout_qa(path: Path, rows: list[dict[str, Any]]) -> int:

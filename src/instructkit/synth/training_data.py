@@ -118,15 +118,13 @@ def make_training_data(cfg: TrainDataConfig, rows: list[dict[str, str]] | None =
 
 def _tokenizer(name: str, examples: list[Example]):
     """Load a tokenizer, or train a tiny byte-level BPE on the examples' text for `tiny[:preset]`."""
-    from ..models.loading import load_tokenizer
-    from ..models.tiny import is_tiny, tiny_preset, train_tiny_tokenizer
+    from ..models.loading import load_or_train_tokenizer
 
-    if name == "tiny" or is_tiny(name):
-        preset = tiny_preset(name if is_tiny(name) else "tiny:micro")
+    def texts():
         fmt = SynthFormat()
-        texts = (fmt.example(e.context, e.pairs) for e in examples)
-        return train_tiny_tokenizer(texts, vocab_size=preset.vocab_size, chat_template="plain")
-    return load_tokenizer(name)
+        return (fmt.example(e.context, e.pairs) for e in examples)
+
+    return load_or_train_tokenizer(name, texts, chat_template="plain")
 
 
 def _write(

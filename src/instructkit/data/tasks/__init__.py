@@ -21,6 +21,10 @@ Evaluation API (what `instructkit.evaluate` calls)
     `task.eval_template_ids()`: the task's `held_out_templates` when set (never used in training),
     else every non-inverted template. k-shot exemplars come from `task.exemplar_split` and never
     include the evaluated row. Everything random is seeded by (seed, task, row, template).
+    Each example's `document` (`EvalDocument`) holds exactly what an evaluation document needs: the
+    `query` up to where the reply starts, the `target_delimiter` before the reply (" " after an answer
+    cue such as the few-shot "A:" or a template's "Sentiment:", else "" with the query ending in a
+    newline), the `options` and the `gold` option's index.
 
 Rendering
     `render_task_rows(task, split, template_ids=None, mix=FormatMix(), seed=0) -> list[Conversation]`
@@ -28,13 +32,14 @@ Rendering
     (the function the mixture builder maps over rows, so `num_proc` cannot change results).
 """
 
-from .evaluation import EvalExample, eval_examples
+from .evaluation import EvalDocument, EvalExample, eval_examples
 from .registry import load_catalog, load_task_file, select_tasks
 from .render import render_task_rows, render_training_example
 from .rows import data_root, resolve_files, task_rows
 from .schema import Task, TaskSource
 
 __all__ = [
+    "EvalDocument",
     "EvalExample",
     "Task",
     "TaskSource",

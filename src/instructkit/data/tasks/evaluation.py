@@ -1,4 +1,8 @@
-"""The evaluation API: a task's held-out rows rendered as prompts with gold answers and options."""
+"""The evaluation API: a task's held-out rows rendered as prompts with gold answers and options.
+
+Each example carries an `EvalDocument`, the exact parts an evaluation document is built from (query,
+target delimiter, options, gold index), decided here where the format and the template are known.
+"""
 
 from __future__ import annotations
 
@@ -11,17 +15,38 @@ from ..procedural.rng import stable_rng
 from ..prompt_formats import (
     ANSWER_PREFIX,
     COT,
+    DELIMITERS,
     FEW_SHOT,
     FEW_SHOT_COT,
     ZERO_SHOT,
     FormatChoice,
+    Rendered,
     pick_exemplars,
     render_example,
     row_options,
 )
-from ..templates import Template
+from ..templates import Template, referenced_fields
 from .rows import task_rows
 from .schema import Task
+
+ANSWER_CUE = ":"  # a template input ending so ("Sentiment:") asks for the reply on the same line
+
+
+@dataclass(frozen=True)
+class EvalDocument:
+    """What an evaluation document needs: the text the model reads up to where the reply starts, the
+    text between it and the reply, the answer options and the gold option's index.
+
+    A reply after an answer cue ("A:" of the few-shot delimiter, a template's "Sentiment:") continues
+    that line after a space (`target_delimiter=" "`, lm-eval's convention); any other reply starts on
+    a new line, and that newline ends the query (`target_delimiter=""`). `gold` is the index of the
+    target (else the raw answer) in `options`; None when neither is an option or there are none.
+    """
+
+    query: str
+    target_delimiter: str
+    options: tuple[str, ...] | None
+    gold: int | None
 
 
 @dataclass
@@ -38,6 +63,7 @@ class EvalExample:
     options: list[str] | None
     metric: str
     format: str
+    document: EvalDocument
     answer_prefix: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -101,17 +127,50 @@ def _eval_one(
         task = task.model_copy(update={"rationale_field": task.answer_field})
     r = render_example(task, template, row, choice, exemplars)
     options = row_options(task, row) if not template.inverted else None
+    answer = str(row[task.answer_field])
+    target = answer if cot else r.target
     return EvalExample(
         task=task.name,
         cluster=task.cluster,
         template_id=template.id,
         row_id=index,
         prompt=r.prompt,
-        target=str(row[task.answer_field]) if cot else r.target,
-        answer=str(row[task.answer_field]),
+        target=target,
+        answer=answer,
         options=options,
         metric=task.metric,
         format=r.format,
+        document=_document(template, r, choice, options, (target, answer)),
         answer_prefix=ANSWER_PREFIX if cot else None,
         meta={**r.meta, "source": row["_source"], "exemplar_sources": [e["_source"] for e in exemplars]},
     )
+
+
+def _document(
+    template: Template,
+    rendered: Rendered,
+    choice: FormatChoice,
+    options: list[str] | None,
+    golds: tuple[str, str],
+) -> EvalDocument:
+    """The document parts of one rendered row; `golds` are the target, then the raw answer."""
+    query, delimiter = _reply_start(template, rendered, choice)
+    gold = next((options.index(g) for g in golds if options and g in options), None)
+    return EvalDocument(query, delimiter, tuple(options) if options is not None else None, gold)
+
+
+def _reply_start(template: Template, rendered: Rendered, choice: FormatChoice) -> tuple[str, str]:
+    """(query, target delimiter): where the format, else the template, puts the start of the reply."""
+    prompt = rendered.prompt
+    if rendered.meta["k"]:  # few-shot: the prompt ends with the delimiter's answer prefix, stripped
+        prefix = DELIMITERS[choice.delimiter].answer
+        cue = prefix.rstrip()
+        return (prompt, prefix[len(cue) :]) if cue else (prompt + "\n", "")
+    if rendered.format == COT or _options_appended(template, rendered):  # ends with text of ours
+        return prompt + "\n", ""
+    return (prompt, " ") if prompt.endswith(ANSWER_CUE) else (prompt + "\n", "")  # the template's input
+
+
+def _options_appended(template: Template, rendered: Rendered) -> bool:
+    """The OPTIONS block follows the template's input (the template did not place `options_` itself)."""
+    return rendered.meta["with_options"] and "options_" not in referenced_fields(template.input)

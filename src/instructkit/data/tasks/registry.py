@@ -8,16 +8,15 @@ import yaml
 from pydantic import ValidationError
 
 from ...errors import InstructkitError
+from ...settings_io import describe
 from ..catalog import BUILTIN_DIR
+from ..catalog.lm_eval import lm_eval_task_entry
 from ..templates import TemplateError
 from .schema import Task
 
 
 def _format_validation(file: Path, index: int, name: str, exc: ValidationError) -> str:
-    problems = "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or '<task>'}: {e['msg']}" for e in exc.errors()
-    )
-    return f"{file}: task #{index} ({name}): {problems}"
+    return f"{file}: task #{index} ({name}): {describe(Task, exc)}"
 
 
 def load_task_file(path: Path) -> list[Task]:
@@ -31,7 +30,12 @@ def load_task_file(path: Path) -> list[Task]:
     defaults = data.get("defaults") or {}
     tasks = []
     for i, entry in enumerate(data["tasks"]):
-        name = entry.get("name", "?") if isinstance(entry, dict) else "?"
+        name = entry.get("name", entry.get("lm_eval", "?")) if isinstance(entry, dict) else "?"
+        if isinstance(entry, dict) and "lm_eval" in entry:  # an lm-eval task, its documents as rows
+            try:
+                entry = lm_eval_task_entry({**defaults, **entry}, path.parent)
+            except InstructkitError as exc:
+                raise InstructkitError(f"{path}: task #{i} ({name}): {exc}") from exc
         try:
             task = Task.model_validate({**defaults, **entry})
         except ValidationError as exc:

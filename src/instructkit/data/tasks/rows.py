@@ -65,6 +65,12 @@ def _raw_records(task: Task, source: TaskSource, root: Path, rejects: RejectLog)
             load_hub_dataset(source.hub, source.config, source.split or "train"), start=1
         ):
             yield source.hub, i, dict(row)
+    elif source.lm_eval:
+        from ..catalog.lm_eval import lm_eval_records
+
+        base = task._base_dir or Path.cwd()
+        include = tuple(str(p if p.is_absolute() else base / p) for p in map(Path, source.include))
+        yield from lm_eval_records(source.lm_eval, source.split or "train", include)
     else:
         for path in resolve_files(task, source, root):
             for raw in iter_file_rows(path):

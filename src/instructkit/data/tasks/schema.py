@@ -13,7 +13,7 @@ from ..templates import Template, check_syntax
 
 
 class TaskSource(BaseModel):
-    """Where rows come from: exactly one of `procedural`, `hub` or `files`."""
+    """Where rows come from: exactly one of `procedural`, `hub`, `files` or `lm_eval`."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -27,19 +27,30 @@ class TaskSource(BaseModel):
     )
     hub: str | None = Field(None, description="Hugging Face dataset id")
     config: str | None = Field(None, description="hub: dataset config name")
-    split: str | None = Field(None, description="hub: split to read (default train)")
+    split: str | None = Field(
+        None,
+        description="hub: split to read (default train); lm_eval: train, validation, test, fewshot or eval",
+    )
     files: list[str] | None = Field(
         None,
         description="local files or globs; relative paths resolve against the data root, then the YAML's directory",
+    )
+    lm_eval: str | None = Field(
+        None, description="an lm-eval task whose documents, rendered by lm-eval, are the rows"
+    )
+    include: list[str] = Field(
+        default_factory=list, description="lm_eval: extra lm-eval task folders (relative to the YAML)"
     )
     explode: str | None = Field(None, description="a list/dict field holding several examples per record")
     reader: str = Field("rows", description=f"record schema: {', '.join(READERS)}")
 
     @model_validator(mode="after")
     def _one_kind(self) -> TaskSource:
-        kinds = [k for k in ("procedural", "hub", "files") if getattr(self, k)]
+        kinds = [k for k in ("procedural", "hub", "files", "lm_eval") if getattr(self, k)]
         if len(kinds) != 1:
-            raise ValueError(f"give exactly one of procedural, hub, files (got {kinds or 'none'})")
+            raise ValueError(f"give exactly one of procedural, hub, files, lm_eval (got {kinds or 'none'})")
+        if self.include and not self.lm_eval:
+            raise ValueError("include: only for an lm_eval source (lm-eval task folders)")
         if self.reader not in READERS:
             raise ValueError(f"reader: unknown {self.reader!r} (known: {', '.join(READERS)})")
         return self

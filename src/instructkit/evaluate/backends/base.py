@@ -19,6 +19,9 @@ class Backend(ABC):
 
     # Whether `GenerationRequest.prompt_ids` (token-id prompts) are honoured.
     accepts_token_ids: bool = False
+    # What loading the model found that its results must carry (results.json `warnings`, the reports),
+    # e.g. a LoRA adapter allowed onto a base other than the one it was trained on.
+    warnings: Sequence[str] = ()
 
     @abstractmethod
     def fingerprint(self) -> str:

@@ -48,7 +48,8 @@ class HFBackend(Backend):
     tokens (attention inside a row is quadratic, so rows stay short and batches carry the width).
     `deterministic=True` trades batching for bit-identical results whatever the batch size.
     `source` (set by from_pretrained) is the folder or hub id the weights came from: the fingerprint then
-    digests its files (memoized) instead of the in-memory weights.
+    digests its files (memoized) instead of the in-memory weights. `warnings`: what loading found
+    that the results must carry (e.g. an adapter allowed onto another base).
     """
 
     accepts_token_ids = True
@@ -63,8 +64,10 @@ class HFBackend(Backend):
         deterministic: bool = False,
         source: str | None = None,
         row_tokens: int = 128,
+        warnings: Sequence[str] = (),
     ):
         self.model, self.tokenizer = model, tokenizer
+        self.warnings = list(warnings)
         self.batch_size = max(1, batch_size)
         self.max_batch_tokens = max_batch_tokens
         self.deterministic = deterministic
@@ -78,15 +81,28 @@ class HFBackend(Backend):
 
     @classmethod
     def from_pretrained(
-        cls, path: str, dtype: str = "auto", device: str | None = None, **kwargs: Any
+        cls,
+        path: str,
+        dtype: str = "auto",
+        device: str | None = None,
+        allow_base_mismatch: bool = False,
+        **kwargs: Any,
     ) -> HFBackend:
-        """Load model and tokenizer from a local directory or hub id (safetensors, no remote code)."""
-        from ...models.loading import load_causal_lm, load_tokenizer
+        """Load model and tokenizer from a local directory or hub id (safetensors, no remote code).
 
+        An adapter folder loads only onto the base it was trained on, unless `allow_base_mismatch`.
+        """
+        from ...models.adapters import check_adapter_base
+        from ...models.loading import load_causal_lm, load_tokenizer
+        from ...progress import log_event
+
+        warnings = check_adapter_base(path, allow_base_mismatch)
+        for warning in warnings:
+            log_event("eval", f"warning: {warning}")
         torch_dtype = torch.float32 if dtype == "float32" else getattr(torch, dtype, "auto")
         model = load_causal_lm(path, dtype=torch_dtype).eval()
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return cls(model.to(device), load_tokenizer(path), source=path, **kwargs)
+        return cls(model.to(device), load_tokenizer(path), source=path, warnings=warnings, **kwargs)
 
     def fingerprint(self) -> str:
         """Identity of everything that decides a result: weights (all of them), adapter, tokenizer, chat
@@ -123,14 +139,19 @@ class HFBackend(Backend):
 
     # ---- loglikelihood ----
 
-    @torch.inference_mode()
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[Loglikelihood]:
         """Score every request (see the module docstring for how shared tokens are run once)."""
-        if self.deterministic:
-            return self._score_alone(requests)
-        pairs = [self._pair(r) for r in requests]
+        return self.loglikelihood_tokens([self._pair(r) for r in requests])
+
+    @torch.inference_mode()
+    def loglikelihood_tokens(self, pairs: Sequence[tuple[list[int], list[int]]]) -> list[Loglikelihood]:
+        """Score (context ids, continuation ids) pairs exactly as given: the caller tokenised and
+        truncated them (lm-eval's `LM` adapter, which follows lm-eval's own truncation)."""
+        pairs = [(list(ctx), list(cont)) for ctx, cont in pairs]
         if not pairs:
             return []
+        if self.deterministic:
+            return self._score_alone(pairs)
         if not self._tree_attention():
             return self._score_rows(pairs)
         return self._score_tries(pairs)
@@ -237,17 +258,16 @@ class HFBackend(Backend):
                 )
         return results  # type: ignore[return-value]
 
-    def _score_alone(self, requests: Sequence[LoglikelihoodRequest]) -> list[Loglikelihood]:
+    def _score_alone(self, pairs: list[tuple[list[int], list[int]]]) -> list[Loglikelihood]:
         """Deterministic mode: each context runs as one unpadded row, then each of its continuations
         runs on a copy of its KV cache, so every shape depends on one request only.
 
         A copy rather than `crop`: sliding-window caches forget context tokens and cannot be cropped back.
         """
         groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
-        for i, req in enumerate(requests):
-            ctx, cont = self._pair(req)
+        for i, (ctx, cont) in enumerate(pairs):
             groups.setdefault(tuple(ctx), []).append((i, cont))
-        results: list[Loglikelihood | None] = [None] * len(requests)
+        results: list[Loglikelihood | None] = [None] * len(pairs)
         for ctx, members in groups.items():
             out = self.model(input_ids=torch.tensor([ctx], device=self.device), use_cache=True)
             last, cache = out.logits[0, -1:].float(), _cache_of(out)
