@@ -10,10 +10,11 @@ from __future__ import annotations
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
-from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
+from transformers import LlamaForCausalLM, MistralConfig, MistralForCausalLM
 
 from instructkit.data.prepared import read_prepared
 from instructkit.errors import InstructkitError
+from instructkit.models.tiny import tiny_llama_config
 from instructkit.train import attention
 from instructkit.train.attention import (
     BUCKET_MIN,
@@ -41,16 +42,8 @@ def _packed_row(lengths=LENGTHS, vocab=96, seed=0):
 
 
 def _llama(kv_heads=2):
-    config = LlamaConfig(
-        vocab_size=96,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=kv_heads,
-    )
     torch.manual_seed(0)
-    return LlamaForCausalLM(config).float()
+    return LlamaForCausalLM(tiny_llama_config("nano", vocab_size=96, num_key_value_heads=kv_heads)).float()
 
 
 def _logits(model, attn, **inputs):
@@ -108,14 +101,8 @@ def test_generation_with_kv_cache_is_unchanged():
 
 
 def test_sliding_window_is_kept_inside_each_document(grouping):
-    config = MistralConfig(
-        vocab_size=96,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        sliding_window=6,
+    config = tiny_llama_config(
+        "nano", vocab_size=96, config_class=MistralConfig, num_key_value_heads=2, sliding_window=6
     )
     torch.manual_seed(0)
     model = MistralForCausalLM(config).float()

@@ -7,13 +7,22 @@ and the attention reads document boundaries from `position_ids` (or the flash-at
 `cu_seq_lens_q` kwarg) and runs causal sdpa per document (on a GPU, one batched call per length
 bucket): Σ len_i² work. Anything else (padding masks, KV-cache decoding) goes to transformers' sdpa.
 
+`instructkit_varlen` (CUDA only) runs the same packed rows through torch's variable-length attention
+(`torch.nn.attention.varlen.varlen_attn`, torch ≥ 2.10: flash-attention kernels fed `cu_seqlens`, one
+call per layer whatever the documents); where it cannot run a call (fp32, dropout, an option this
+torch's signature lacks) that call takes the per-document path above, which is exact too.
+
 `training_attention` picks the implementation a training run uses and refuses, before training,
-one that cannot train here (flex_attention has no backward on CPU).
+one that cannot train here (flex_attention has no backward on CPU; varlen needs CUDA);
+`collators.packed_attention_preflight` keeps the automatic varlen choice only if the isolation check passes.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +35,7 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMa
 from ..errors import InstructkitError
 
 DOCS = "instructkit_docs"
+VARLEN = "instructkit_varlen"
 # On a GPU, documents whose lengths round up to the same bucket share one batched sdpa call,
 # right-padded to the bucket length: under a causal mask a real query never sees the padding after
 # it, so this is exact. A bucket is at most ~1/BUCKET_SLACK longer than its documents (a multiple of
@@ -219,15 +229,147 @@ def per_document_mask(
     )
 
 
+def varlen_function() -> Callable[..., torch.Tensor] | None:
+    """torch's `varlen_attn` (torch ≥ 2.10), or None where this torch has none."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    return varlen_attn
+
+
+def varlen_unavailable() -> str | None:
+    """Why `instructkit_varlen` cannot run here, in one line (None: it can)."""
+    torch_version = torch.__version__.split("+")[0]
+    if varlen_function() is None:
+        return f"torch {torch_version} has no torch.nn.attention.varlen (it needs torch >= 2.10)"
+    if not torch.cuda.is_available():
+        return (
+            f"needs CUDA: torch {torch_version}'s varlen_attn runs flash-attention kernels, which raise "
+            f"NotImplementedError on CPU; use {DOCS} (per-document attention, the CPU default for packed rows)"
+        )
+    return None
+
+
+@functools.lru_cache(maxsize=8)
+def _parameters(fn: Callable) -> frozenset[str]:
+    return frozenset(inspect.signature(fn).parameters)
+
+
+def varlen_options(
+    fn: Callable, causal: bool, window: int | None, scale: float | None, head_dim: int, grouped: bool
+) -> dict[str, Any] | None:
+    """Keyword arguments for this torch's `varlen_attn`, or None where it cannot express the call.
+
+    torch 2.10 takes `is_causal`; later versions take `window_size=(left, right)` ((-1, 0): causal;
+    (W-1, 0): a causal window of W tokens, the band transformers' sliding_window means) and `scale`;
+    torch ≥ 2.12 also `enable_gqa` (fewer key/value heads than query heads).
+    """
+    params = _parameters(fn)
+    kwargs: dict[str, Any] = {}
+    if "window_size" in params:
+        kwargs["window_size"] = ((window - 1 if window else -1), 0) if causal else (-1, -1)
+    elif window is not None or "is_causal" not in params:
+        return None
+    else:
+        kwargs["is_causal"] = causal
+    if "scale" in params:
+        kwargs["scale"] = scale
+    elif scale is not None and abs(scale - head_dim**-0.5) > 1e-6 * head_dim**-0.5:
+        return None
+    if grouped:
+        if "enable_gqa" not in params:
+            return None
+        kwargs["enable_gqa"] = True
+    return kwargs
+
+
+@functools.lru_cache(maxsize=4)
+def _cu_seqlens(spans: tuple[tuple[int, int], ...], device: str) -> tuple[torch.Tensor, int]:
+    """int32 cumulative document offsets on `device` and the longest document (cached per forward)."""
+    offsets = [s for s, _ in spans] + [spans[-1][0] + spans[-1][1]]
+    return torch.tensor(offsets, dtype=torch.int32, device=device), max(n for _, n in spans)
+
+
+def varlen_serves(query: torch.Tensor) -> bool:
+    """Whether torch's varlen kernels take these tensors: CUDA, half precision (flash-attention)."""
+    return query.is_cuda and query.dtype in (torch.float16, torch.bfloat16)
+
+
+def varlen_packed(
+    fn: Callable[..., torch.Tensor],
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    plan: DocumentPlan,
+    options: dict[str, Any],
+) -> torch.Tensor:
+    """[B, H, L, D] query/key/value → `fn` over the flattened [B·L, H, D] documents → [B, L, H, D]."""
+    batch, heads, length, head_dim = query.shape
+    cu, longest = _cu_seqlens(plan.spans, str(query.device))
+    q, k, v = (t.transpose(1, 2).reshape(batch * length, t.shape[1], head_dim) for t in (query, key, value))
+    out = fn(q, k, v, cu, cu, longest, longest, **options)
+    return out.view(batch, length, heads, head_dim)
+
+
+def varlen_attention_forward(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    is_causal: bool | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """An `AttentionInterface` function: one `varlen_attn` call over every document of a packed batch.
+
+    Calls it cannot serve exactly go to `per_document_attention_forward` (itself sdpa for masked or
+    cached calls): fp32 or CPU tensors (flash kernels are half precision, CUDA only), dropout (varlen
+    has none), or an option this torch's varlen lacks. Returns [B, L, H, D] like transformers' sdpa.
+    """
+    position_ids, cu_seq_lens = kwargs.get("position_ids"), kwargs.get("cu_seq_lens_q")
+    fn = varlen_function()
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    heads, length = query.shape[1], query.shape[2]
+    options = None
+    if (
+        fn is not None
+        and attention_mask is None
+        and length == key.shape[2]
+        and (position_ids is not None or cu_seq_lens is not None)
+        and varlen_serves(query)
+        and not dropout
+        and kwargs.get("softcap") is None
+        and kwargs.get("position_bias") is None
+    ):
+        window, grouped = kwargs.get("sliding_window"), key.shape[1] != heads
+        options = varlen_options(fn, causal, window, scaling, query.shape[-1], grouped)
+        if options is None and grouped:  # an older varlen without enable_gqa: repeat the kv heads
+            options = varlen_options(fn, causal, window, scaling, query.shape[-1], False)
+            if options is not None:
+                key, value = (repeat_kv(t, heads // key.shape[1]) for t in (key, value))
+    if options is None:
+        return per_document_attention_forward(
+            module, query, key, value, attention_mask, dropout, scaling, is_causal, **kwargs
+        )
+    plan = _plan_for(position_ids, cu_seq_lens, query.shape[0], length, "none")
+    return varlen_packed(fn, query, key, value, plan, options), None
+
+
 def register() -> str:
-    """Register `instructkit_docs` with transformers (idempotent); returns its name."""
+    """Register `instructkit_docs` and `instructkit_varlen` with transformers (idempotent); returns the first."""
     AttentionInterface.register(DOCS, per_document_attention_forward)
     AttentionMaskInterface.register(DOCS, per_document_mask)
+    AttentionInterface.register(VARLEN, varlen_attention_forward)
+    AttentionMaskInterface.register(VARLEN, per_document_mask)
     return DOCS
 
 
 register()
-assert DOCS in ALL_MASK_ATTENTION_FUNCTIONS._global_mapping  # what transformers checks before building masks
+# what transformers checks before building masks
+assert {DOCS, VARLEN} <= set(ALL_MASK_ATTENTION_FUNCTIONS._global_mapping)
 
 
 def flex_trains_here() -> bool:
@@ -237,6 +379,8 @@ def flex_trains_here() -> bool:
 
 def check_trainable_attention(impl: str | None) -> None:
     """Refuse, before training starts, an attention implementation that cannot run a backward here."""
+    if impl == VARLEN and (why := varlen_unavailable()):
+        raise InstructkitError(f"attention {VARLEN} cannot train here: {why}")
     if impl == "flex_attention" and not flex_trains_here():
         raise InstructkitError(
             "--attn-implementation flex_attention cannot train on CPU (torch "
@@ -248,14 +392,17 @@ def check_trainable_attention(impl: str | None) -> None:
 
 def training_attention(requested: str | None, packed: bool) -> str | None:
     """The attention a training run uses: the requested one (checked), else flash-attention varlen on a
-    GPU where installed, else per-document attention for packed rows (None: the loader's default)."""
+    GPU where installed, else for packed rows torch's varlen on CUDA (kept only if the pre-flight
+    passes, see `collators.packed_attention_preflight`) or per-document attention; padded rows: sdpa."""
     check_trainable_attention(requested)
     if requested:
         return requested
     from ..models.loading import default_attn_implementation
 
     default = default_attn_implementation()
-    return DOCS if packed and default == "sdpa" else default
+    if packed and default == "sdpa":
+        return VARLEN if varlen_unavailable() is None else DOCS
+    return default
 
 
 def fixed_row_options(model: torch.nn.Module, meta: dict, micro_batch_size: int) -> dict[str, int]:

@@ -10,19 +10,20 @@ before training, whatever attention it runs.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import torch
 
 from ..data.prepared import IGNORE_INDEX
 from ..errors import InstructkitError
-from .attention import DOCS
+from ..progress import log_event
+from .attention import DOCS, VARLEN
 
 # Attention implementations that honour position_ids-derived packing (transformers 5.24).
-PACKED_ATTENTION = (DOCS, "sdpa", "eager", "flex_attention", "flash_attention_2", "flash_attention_3")
+PACKED_ATTENTION = (DOCS, VARLEN, "sdpa", "eager", "flex_attention", "flash_attention_2", "flash_attention_3")
 
 
 def pretrain_labels(input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
@@ -68,6 +69,22 @@ class PackedCollator:
             torch.cat([labels, torch.full_like(filler_pos, IGNORE_INDEX)], dim=1),
             torch.cat([pos, filler_pos], dim=1),
         )
+
+
+class PreferenceCollator(PackedCollator):
+    """`PackedCollator` for rows of whole preference pairs, plus each sequence's `seq_lens`, `pair_ids` and
+    `sides` (0 chosen, 1 rejected), and `ref_logps` when the dataset carries the reference pass."""
+
+    def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        batch = super().__call__(features)
+        batch["seq_lens"] = torch.tensor([n for f in features for n in f["seq_lens"]], dtype=torch.long)
+        batch["pair_ids"] = torch.tensor([p for f in features for p in f["pair_ids"]], dtype=torch.long)
+        batch["sides"] = torch.tensor([s for f in features for s in f["sides"]], dtype=torch.long)
+        if all("ref_logps" in f for f in features):
+            batch["ref_logps"] = torch.tensor(
+                [x for f in features for x in f["ref_logps"]], dtype=torch.float64
+            )
+        return batch
 
 
 class PaddedCollator:
@@ -155,10 +172,204 @@ def assert_packed_isolation(model: torch.nn.Module, tolerance: float = 1e-3) -> 
         model.train(was_training)
     seconds = time.perf_counter() - start
     if getattr(model.config, "_attn_implementation", None) == "flex_attention":
-        print(f"note: {compile_note(seconds)}", file=sys.stderr)
+        log_event("train", f"note: {compile_note(seconds)}")
     if leak > tolerance:
         raise InstructkitError(
             f"packed examples attend to each other in this model (relative logit change {leak:.3g}); "
             "it cannot be trained on packed rows: prepare the data without --pack"
         )
     return seconds
+
+
+def packed_attention_preflight(model: torch.nn.Module, requested: str | None) -> str:
+    """The isolation pre-flight that settles packed attention: an automatic `instructkit_varlen` is kept
+    only if its packed examples stay isolated in bf16 on this model, else the model switches to
+    `instructkit_docs`; then the usual check (raises if examples still see each other). Returns the choice."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(base.config, "_attn_implementation", None) == VARLEN and not requested:
+        was_training = base.training
+        base.eval()
+        half = torch.autocast("cuda", dtype=torch.bfloat16) if torch.cuda.is_available() else nullcontext()
+        try:
+            with half:  # varlen serves half precision only
+                leak, why = packed_cross_talk(model), None
+        except Exception as exc:  # a kernel missing on this GPU is a reason to fall back, not to stop
+            leak, why = float("inf"), f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+        finally:
+            base.train(was_training)
+        if leak > 1e-3:
+            log_event(
+                "train",
+                f"note: {VARLEN} failed the packed isolation check ({why or f'cross-talk {leak:.3g}'}); "
+                f"training with {DOCS}",
+            )
+            base.set_attn_implementation(DOCS)
+    assert_packed_isolation(model)
+    return base.config._attn_implementation
+
+
+# --- encoder-decoder (seq2seq) rows ---------------------------------------------------------------
+#
+# T5 takes no position_ids: its relative position bias is computed from query/key indices within the
+# row (`memory_position - context_position`), so inside one example of a packed row the differences
+# are those of the example alone. Isolation therefore rests on three 4-D additive masks, built here:
+# encoder self-attention block-diagonal, decoder self-attention block-diagonal causal, cross-attention
+# decoder segment i → encoder segment i only. T5's forward feeds one `attention_mask` to both the
+# encoder and the cross-attention, so `seq2seq_forward` runs the encoder itself with the encoder mask
+# and hands the model the cross-attention mask with the encoder output.
+
+SEQ2SEQ_PACKED_ATTENTION = ("sdpa", "eager")  # honour a 4-D float mask added to T5's position bias
+
+
+def segment_ids(position_ids: torch.Tensor) -> torch.Tensor:
+    """Example index of each token of a packed row: a new example starts where the position is 0."""
+    return (position_ids == 0).long().cumsum(-1)
+
+
+def block_mask(
+    query_segments: torch.Tensor, key_segments: torch.Tensor, causal: bool, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """[1, 1, Q, K] additive mask: 0 where query and key share an example (and key ≤ query when
+    `causal`), the dtype's minimum elsewhere (a float mask, so eager attention adds it as sdpa does)."""
+    allowed = query_segments[:, None] == key_segments[None, :]
+    if causal:
+        allowed &= torch.ones_like(allowed).tril()
+    mask = torch.zeros(allowed.shape, dtype=dtype)
+    return mask.masked_fill(~allowed, torch.finfo(dtype).min)[None, None]
+
+
+def shift_right_per_segment(
+    labels: torch.Tensor, positions: torch.Tensor, start_id: int, pad_id: int
+) -> torch.Tensor:
+    """Decoder inputs of a packed decoder row: each example's labels shifted right within the example,
+    its first input the decoder start token (never the previous example's last label); -100 → pad."""
+    inputs = torch.roll(labels, 1, dims=-1)
+    inputs[positions == 0] = start_id
+    return inputs.masked_fill(inputs == IGNORE_INDEX, pad_id)
+
+
+class Seq2SeqPackedCollator:
+    """Concatenates packed seq2seq rows into one encoder row and one decoder row with the three masks.
+
+    Returns input_ids [1, S], labels [1, T], decoder_input_ids [1, T], attention_mask (encoder,
+    [1, 1, S, S]), decoder_attention_mask ([1, 1, T, T]) and cross_attention_mask ([1, 1, T, S]).
+    """
+
+    def __init__(self, decoder_start_token_id: int, pad_token_id: int):
+        self.start, self.pad = decoder_start_token_id, pad_token_id
+
+    def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        def cat(key: str) -> torch.Tensor:
+            return torch.tensor([t for f in features for t in f[key]], dtype=torch.long)
+
+        ids, labels = cat("input_ids"), cat("labels")
+        enc_seg, dec_seg = segment_ids(cat("position_ids")), segment_ids(cat("decoder_position_ids"))
+        return {
+            "input_ids": ids[None],
+            "labels": labels[None],
+            "decoder_input_ids": shift_right_per_segment(
+                labels, cat("decoder_position_ids"), self.start, self.pad
+            )[None],
+            "attention_mask": block_mask(enc_seg, enc_seg, causal=False),
+            "decoder_attention_mask": block_mask(dec_seg, dec_seg, causal=True),
+            "cross_attention_mask": block_mask(dec_seg, enc_seg, causal=False),
+        }
+
+
+class Seq2SeqPaddedCollator:
+    """Right-pads (input, target) rows: input_ids with pad and an attention mask, labels with -100;
+    the model makes decoder inputs from the labels (shifted right from the decoder start token)."""
+
+    def __init__(self, pad_token_id: int):
+        self.pad = pad_token_id
+
+    def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        source = max(len(f["input_ids"]) for f in features)
+        target = max(len(f["labels"]) for f in features)
+        ids = torch.full((len(features), source), self.pad, dtype=torch.long)
+        mask = torch.zeros((len(features), source), dtype=torch.long)
+        labels = torch.full((len(features), target), IGNORE_INDEX, dtype=torch.long)
+        for i, f in enumerate(features):
+            ids[i, : len(f["input_ids"])] = torch.as_tensor(f["input_ids"])
+            mask[i, : len(f["input_ids"])] = 1
+            labels[i, : len(f["labels"])] = torch.as_tensor(f["labels"])
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def seq2seq_forward(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> Any:
+    """The model's output for a seq2seq batch (logits [B, T, V]); labels are not passed (no inner loss).
+
+    A packed batch (with `cross_attention_mask`) runs the encoder under the encoder mask, then the
+    model on that output under the cross-attention and decoder masks; a padded one is the model's own
+    forward, which shifts the labels right into decoder inputs.
+    """
+    batch = dict(batch)
+    labels = batch.pop("labels")
+    cross = batch.pop("cross_attention_mask", None)
+    if cross is None:
+        decoder_inputs = model.prepare_decoder_input_ids_from_labels(labels=labels)
+        return model(**batch, decoder_input_ids=decoder_inputs, use_cache=False)
+    dtype = next(model.parameters()).dtype
+    encoder = model.get_encoder()(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"].to(dtype)
+    )
+    return model(
+        encoder_outputs=encoder,
+        attention_mask=cross.to(dtype),
+        decoder_input_ids=batch["decoder_input_ids"],
+        decoder_attention_mask=batch["decoder_attention_mask"].to(dtype),
+        use_cache=False,
+    )
+
+
+@torch.no_grad()
+def seq2seq_cross_talk(model: torch.nn.Module, length: int = 6) -> float:
+    """Largest relative change in the second example's logits of a packed seq2seq row, between the
+    row with two different first examples and that example run alone (0 when isolated)."""
+    config = (model.get_base_model() if hasattr(model, "get_base_model") else model).config
+    vocab = model.get_input_embeddings().num_embeddings
+    device = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(0)
+
+    def draw(n: int) -> list[int]:
+        return torch.randint(3, vocab, (n,), generator=gen).tolist()
+
+    second = {"input_ids": draw(length), "labels": draw(length - 2)}
+    collate = Seq2SeqPackedCollator(config.decoder_start_token_id, config.pad_token_id)
+    logits = []
+    for first in (
+        {"input_ids": draw(length + 1), "labels": draw(length)},
+        {"input_ids": draw(3), "labels": draw(2)},
+        None,
+    ):
+        examples = [first, second] if first else [second]
+        row = {key: [t for e in examples for t in e[key]] for key in ("input_ids", "labels")} | {
+            "position_ids": [p for e in examples for p in range(len(e["input_ids"]))],
+            "decoder_position_ids": [p for e in examples for p in range(len(e["labels"]))],
+        }
+        batch = {k: v.to(device) for k, v in collate([row]).items()}
+        logits.append(seq2seq_forward(model, batch).logits[0, -len(second["labels"]) :].float())
+    scale = logits[2].abs().max().clamp_min(1e-6)
+    return float(max((logits[i] - logits[2]).abs().max() for i in (0, 1)) / scale)
+
+
+def assert_seq2seq_isolation(model: torch.nn.Module, tolerance: float = 1e-4) -> None:
+    """Refuse, before training, packed seq2seq rows on an attention path that lets examples see each other."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    impl = getattr(base.config, "_attn_implementation", None) or "eager"
+    if impl not in SEQ2SEQ_PACKED_ATTENTION:
+        raise InstructkitError(
+            f"attention implementation {impl!r} cannot take the 4-D masks that isolate packed encoder-decoder "
+            f"examples; use one of {', '.join(SEQ2SEQ_PACKED_ATTENTION)} or prepare the data without --pack"
+        )
+    was_training = model.training
+    model.eval()
+    try:
+        leak = seq2seq_cross_talk(model)
+    finally:
+        model.train(was_training)
+    if leak > tolerance:
+        raise InstructkitError(
+            f"packed encoder-decoder examples attend to each other in this model (relative logit change "
+            f"{leak:.3g}); it cannot be trained on packed rows: prepare the data without --pack"
+        )
