@@ -50,14 +50,18 @@ def test_curve(tmp_path):
     _pixels(path, 6.0, 3.5)
 
 
-def test_deltas(tmp_path):
+def test_delta_and_score_figures_save_at_the_page_width(tmp_path):
     rows = [
         charts.Delta("up", 5.0, 1.0, 9.0, True),
         charts.Delta("down", -4.0, -8.0, -1.0, True),
         charts.Delta("flat", 0.5, math.nan, math.nan, False),
     ]
-    path = charts.deltas(tmp_path / "sub" / "compare.png", rows, xlabel="B − A")
-    _pixels(path, 7.0, 0.28 * 3 + 1.2)
+    figure = charts.delta_figure([charts.DeltaPanel("tasks", rows, "B − A")], title="B − A")
+    path = charts.save(figure, tmp_path / "sub" / "compare.png")
+    _pixels(path, charts.WIDTH, charts.ROW_INCHES * 3 + 0.8 + 0.9)
+    row = charts.ScoreRow("task", [40.0, None], [(30.0, 50.0), (math.nan, math.nan)], 25.0)
+    figure = charts.score_figure([charts.Panel("set", [row])], ["base", "tuned"], title="scores")
+    _pixels(charts.save(figure, tmp_path / "scores.png"), charts.WIDTH, charts.ROW_INCHES + 0.7 + 0.8)
 
 
 def _imports_matplotlib(path: Path) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import pytest
 from typer.testing import CliRunner
@@ -89,18 +90,20 @@ def test_training_without_a_terminal_logs_step_loss_and_throughput(tmp_path, tin
     lines = [line for line in result.stderr.splitlines() if line.startswith("[train] step")]
     assert lines, result.stderr
     assert any(" 2/2 " in line and "loss" in line and "tok_s" in line for line in lines)
+    final = re.search(r"final loss ([0-9.]+);", result.stdout)  # 4 significant digits, not 5.692911148071289
+    assert final and len(final.group(1).replace(".", "").lstrip("0")) <= 4, result.stdout
 
 
 def test_evaluation_without_a_terminal_logs_documents_done_per_task(tiny_model, tiny_tokenizer, tmp_path):
     from pathlib import Path
 
+    from instructkit.evaluate.config import EvalConfig
     from instructkit.evaluate.runner import evaluate
 
     stream = _capture()
     fixtures = Path(__file__).parent / "fixtures" / "eval"
-    evaluate(
-        tiny_model, tiny_tokenizer, tasks=["boolq", "arc"], data_dir=str(fixtures), out_dir=tmp_path / "e"
-    )
+    config = EvalConfig(tasks=["boolq", "arc"], data_dir=str(fixtures))
+    evaluate(tiny_model, tiny_tokenizer, config=config, out_dir=tmp_path / "e")
     lines = [line for line in stream.getvalue().splitlines() if line.startswith("[eval] doc")]
     assert lines[0].startswith("[eval] doc 0/")
     assert any("task boolq" in line for line in lines) and any("task arc" in line for line in lines)

@@ -68,7 +68,7 @@ def assert_self_contained(page: Page, folder: Path) -> None:
     assert not any(tag in ("script", "iframe", "object", "link") for tag, _ in page.tags)
     images = [attrs["src"] for tag, attrs in page.tags if tag == "img"]
     assert images and all(src.startswith("data:image/png;base64,") for src in images)
-    links = [attrs["href"] for tag, attrs in page.tags if tag == "a"]
+    links = [attrs["href"] for tag, attrs in page.tags if tag == "a" and not attrs["href"].startswith("#")]
     assert links and all((folder / href).exists() for href in links), links
     assert not [u for u in page.urls() if u.startswith(("http:", "https:", "//", "file:"))]
 
@@ -113,7 +113,7 @@ def test_eval_report_and_compare_write_html_beside_markdown(tmp_path):
     assert "paired test" in result.output and (tmp_path / "cmp.md").is_file()
     page = Page((tmp_path / "cmp.html").read_text())
     assert_self_contained(page, tmp_path)
-    assert [t[0][-1] for t in page.tables] == ["paired test", "paired test"]
+    assert [t[0][-1] for t in page.tables] == ["after Holm (7 tests)", "paired test"]
 
 
 @pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"{CHROMIUM} is absent (apt-get install chromium)")

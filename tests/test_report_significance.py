@@ -75,7 +75,7 @@ def test_compare_pairs_rows_and_refuses_to_test_unpaired_ones(tmp_path):
     groups = {r["task"]: r for r in compare_groups(a, b)}
     assert groups["normalized average"]["verdict"] == "significant"
     table = compare_markdown(list(rows.values()), "a", "b", groups=list(groups.values()))
-    assert "| a [95% CI] | b [95% CI] | Δ (B−A) [95% CI] | paired test |" in table
+    assert "| a [95% CI] | b [95% CI] | Δ b − a [95% CI] | paired test | after Holm (7 tests) |" in table
     assert "| normalized average | normalized | -7.1 [" in table
 
     other = write_eval_run(tmp_path / "c", TUNED, ids="other-")  # same tasks, other rows

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+import typer
 import yaml
 from typer.testing import CliRunner
 
 from instructkit.cli import app
+from instructkit.cli_options import field_help, option_name
 from instructkit.errors import InstructkitError
 from instructkit.train.config import PRESETS, TINY_LEARNING_RATE, TrainConfig
 from test_train_support import copy_dir
@@ -93,10 +95,10 @@ def test_missing_data_directory_is_a_clear_error(tmp_path):
 
 def test_bad_option_value_is_a_clear_error(tmp_path):
     result = CliRunner().invoke(
-        app, ["train", "--data", str(tmp_path), "--output-dir", str(tmp_path), "--objective", "dpo"]
+        app, ["train", "--data", str(tmp_path), "--output-dir", str(tmp_path), "--objective", "kto"]
     )
     assert result.exit_code == 2  # refused while parsing, before anything loads
-    assert "--objective" in result.output and "dpo" in result.output
+    assert "--objective" in result.output and "kto" in result.output
 
 
 def test_presets_and_overrides_resolve():
@@ -119,3 +121,38 @@ def test_config_rejects_contradictions():
         TrainConfig(data=".", output_dir=".", resume=True, overwrite=True)
     with pytest.raises(ValueError):
         TrainConfig(data=".", output_dir=".", unknown_field=1)
+
+
+# Option names `train` had before its options were derived; scripts and docs/training.md type them.
+TRAIN_OPTIONS = ["--data", "--output-dir", "-o", "--model", "--lr", "--learning-rate", "--grad-accum"]
+TRAIN_OPTIONS += [
+    "--max-steps",
+    "--preset",
+    "--method",
+    "--objective",
+    "--resume",
+    "--no-progress",
+    "--config",
+]
+
+
+def test_every_train_config_field_is_exactly_one_train_option_with_its_default_and_help():
+    params = typer.main.get_command(app).commands["train"].params
+    for name, field in TrainConfig.model_fields.items():
+        matching = [p for p in params if p.name == name]
+        assert len(matching) == 1, f"{name}: {len(matching)} parameters"
+        (param,) = matching
+        assert param.help == field_help(field), name
+        assert param.opts[0] == option_name(name), name
+        # data and output_dir may come from --config instead; every default is the model's own
+        assert not param.required and param.default in (None, []), name
+    opts = [o for p in params for o in p.opts + p.secondary_opts]
+    assert len(opts) == len(set(opts)), "an option name is declared twice"
+    assert set(TRAIN_OPTIONS) <= set(opts)
+
+
+def test_train_without_data_names_the_missing_settings():
+    result = CliRunner().invoke(app, ["train", "--max-steps", "1"])
+    assert isinstance(result.exception, InstructkitError)
+    message = str(result.exception)
+    assert message.startswith("missing --data, --output-dir:") and "\n" not in message

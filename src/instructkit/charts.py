@@ -83,8 +83,113 @@ def curve(
 
 
 @dataclass
+class ScoreRow:
+    """One row of a score chart: a value per series (None: not evaluated), each with its 95% interval
+    ((nan, nan): none), and chance on this row's scale (None: not drawn)."""
+
+    label: str
+    values: Sequence[float | None]
+    intervals: Sequence[tuple[float, float]]
+    chance: float | None = None
+
+
+@dataclass
+class Panel:
+    """A titled block of rows (one eval set, one kind of score): charts stack panels top to bottom."""
+
+    title: str
+    rows: Sequence[ScoreRow]
+    xlabel: str = ""
+
+
+SERIES_COLOURS = ("tab:gray", "tab:blue", "tab:orange", "tab:purple", "tab:brown")
+ROW_INCHES = 0.24  # one task name per row at TICK_FONT, readable when the page shrinks the figure
+WIDTH = 7.5  # inches: 825 px at DPI, the width of the report page's text column
+
+
+def score_figure(
+    panels: Sequence[Panel], series: Sequence[str], *, title: str, full: float = 100.0
+) -> Figure:
+    """Scores as dots with 95% intervals, one row per task or set and one colour per series, in
+    small multiples (one panel per eval set), with chance drawn on every row. The axis always spans
+    0 (or the lowest value) to `full`, so a few points never look like a large gain."""
+    panels = [p for p in panels if p.rows]
+    fig = _figure(WIDTH, sum(ROW_INCHES * len(p.rows) + 0.7 for p in panels) + 0.8)
+    axes = fig.subplots(len(panels), 1, squeeze=False, height_ratios=[len(p.rows) + 2 for p in panels])
+    low = min([0.0] + [x for p in panels for r in p.rows for x in _finite(r)])  # one scale for all panels
+    for ax, panel in zip(axes[:, 0], panels):
+        _score_panel(ax, panel, series)
+        ax.set_xlim(low - 0.03 * (full - low), full + 0.03 * (full - low))
+    _legend_above(axes[0, 0], _score_legend(series))
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def _score_panel(ax, panel: Panel, series: Sequence[str]) -> None:
+    """Draw one panel: rows top to bottom, series side by side within a row, chance as a black tick
+    per row (a line when every row shares it)."""
+    n = len(panel.rows)
+    offsets = [((len(series) - 1) / 2 - i) * 0.25 for i in range(len(series))]  # first series on top
+    for i in range(len(series)):
+        colour = SERIES_COLOURS[i % len(SERIES_COLOURS)]
+        for y, row in zip(range(n - 1, -1, -1), panel.rows):
+            value, (low, high) = row.values[i], row.intervals[i]
+            if value is None or math.isnan(value):
+                continue
+            if not (math.isnan(low) or math.isnan(high)):
+                ax.plot([low, high], [y + offsets[i]] * 2, color=colour, linewidth=1.4)
+            ax.plot([value], [y + offsets[i]], "o", color=colour, markersize=4)
+    chances = [r.chance for r in panel.rows]
+    if chances and all(c is not None and c == chances[0] for c in chances):
+        ax.axvline(chances[0], color="black", linewidth=0.9, linestyle="--", label="chance", gid="chance")
+    elif any(c is not None for c in chances):
+        ys = [n - 1 - y for y, c in enumerate(chances) if c is not None]
+        xs = [c for c in chances if c is not None]
+        ax.plot(xs, ys, "|", color="black", markersize=11, mew=1.5, label="chance", gid="chance")
+    ax.set_ylim(-0.7, n - 0.3)
+    ax.set_yticks(range(n), [r.label for r in reversed(panel.rows)], fontsize=TICK_FONT)
+    ax.set_title(panel.title, fontsize=9, loc="left")
+    ax.set_xlabel(panel.xlabel, fontsize=8)
+    ax.tick_params(axis="x", labelsize=TICK_FONT)
+    ax.grid(axis="x", color="#e5e7eb", linewidth=0.6)
+
+
+def _score_legend(series: Sequence[str]) -> list:
+    """A dot per series (run or model) and the chance marker."""
+    from matplotlib.lines import Line2D
+
+    handles = [
+        Line2D([], [], color=SERIES_COLOURS[i % len(SERIES_COLOURS)], marker="o", markersize=4, label=name)
+        for i, name in enumerate(series)
+    ]
+    return handles + [
+        Line2D([], [], color="black", marker="|", linestyle="none", markersize=9, label="chance")
+    ]
+
+
+def _finite(row: ScoreRow) -> list[float]:
+    """Every finite value and interval end of a row (for the axis range)."""
+    found = [x for v, interval in zip(row.values, row.intervals) for x in (v, *interval)]
+    return [x for x in found if x is not None and not math.isnan(x)]
+
+
+def _legend_above(ax, handles: list) -> None:
+    """The legend in one row above the top panel's right corner, clear of every data point."""
+    ax.legend(
+        handles=handles,
+        fontsize=TICK_FONT,
+        loc="lower right",
+        bbox_to_anchor=(1.0, 1.0),
+        ncol=len(handles),
+        frameon=False,
+        borderaxespad=0.2,
+    )
+
+
+@dataclass
 class Delta:
-    """One row of a forest plot: a difference, its 95% interval and whether a test calls it significant."""
+    """One row of a forest plot: a difference, its 95% interval and whether a test calls it
+    significant (after any multiple-comparison correction the report applies)."""
 
     label: str
     delta: float
@@ -93,19 +198,71 @@ class Delta:
     significant: bool
 
 
-def deltas(path: Path, rows: Sequence[Delta], *, xlabel: str = "") -> Path:
-    """A forest plot, first row on top: each difference with its interval; significant ones in colour
-    (green up, red down), the rest grey, and a line at zero."""
-    fig = _figure(7.0, 0.28 * len(rows) + 1.2)
-    ax = fig.subplots()
-    for y, r in enumerate(reversed(rows)):
-        color = ("tab:green" if r.delta > 0 else "tab:red") if r.significant else "tab:gray"
+@dataclass
+class DeltaPanel:
+    """A block of differences on one scale (task rows in points, group rows in normalized points)."""
+
+    title: str
+    rows: Sequence[Delta]
+    xlabel: str
+
+
+MIN_HALF_SPAN = 10.0  # points: the axis shows at least ±10, so a 0.5-point change looks small
+
+
+def delta_figure(panels: Sequence[DeltaPanel], *, title: str, sort: bool = True) -> Figure:
+    """Forest plots, one panel per scale: each difference with its 95% interval, largest gain on top
+    when `sorted`; significant gains green, losses red, the rest grey; a line at 0 (no change). The
+    axis is symmetric around 0 and at least ±MIN_HALF_SPAN wide."""
+    panels = [p for p in panels if p.rows]
+    fig = _figure(WIDTH, sum(ROW_INCHES * len(p.rows) + 0.8 for p in panels) + 0.9)
+    axes = fig.subplots(len(panels), 1, squeeze=False, height_ratios=[len(p.rows) + 2 for p in panels])
+    for ax, panel in zip(axes[:, 0], panels):
+        rows = sorted(panel.rows, key=lambda r: -r.delta) if sort else list(panel.rows)
+        _delta_panel(ax, DeltaPanel(panel.title, rows, panel.xlabel))
+    _legend_above(axes[0, 0], _delta_legend())
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def _delta_panel(ax, panel: DeltaPanel) -> None:
+    n = len(panel.rows)
+    for y, r in zip(range(n - 1, -1, -1), panel.rows):
+        colour = _delta_colour(r)
         if not (math.isnan(r.low) or math.isnan(r.high)):
-            ax.plot([r.low, r.high], [y, y], color=color, linewidth=1.5)
-        ax.plot([r.delta], [y], "o", color=color, markersize=4)
-    ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_yticks(range(len(rows)), [r.label for r in reversed(rows)], fontsize=TICK_FONT)
-    ax.set_xlabel(xlabel)
+            ax.plot([r.low, r.high], [y, y], color=colour, linewidth=1.5)
+        ax.plot([r.delta], [y], "o", color=colour, markersize=4)
+    ax.axvline(0, color="black", linewidth=0.9, gid="zero")
+    ends = [abs(x) for r in panel.rows for x in (r.delta, r.low, r.high) if not math.isnan(x)]
+    half = max([MIN_HALF_SPAN] + ends) * 1.05
+    ax.set_xlim(-half, half)
+    ax.set_ylim(-0.7, n - 0.3)
+    ax.set_yticks(range(n), [r.label for r in reversed(panel.rows)], fontsize=TICK_FONT)
+    ax.set_title(panel.title, fontsize=9, loc="left")
+    ax.set_xlabel(panel.xlabel, fontsize=8)
+    ax.tick_params(axis="x", labelsize=TICK_FONT)
+    ax.grid(axis="x", color="#e5e7eb", linewidth=0.6)
+
+
+def _delta_colour(r: Delta) -> str:
+    return ("tab:green" if r.delta > 0 else "tab:red") if r.significant else "tab:gray"
+
+
+def _delta_legend() -> list:
+    """Legend entries for the three colours and the zero line."""
+    from matplotlib.lines import Line2D
+
+    entries = [
+        ("tab:green", "significant gain"),
+        ("tab:red", "significant loss"),
+        ("tab:gray", "not significant"),
+    ]
+    handles = [Line2D([], [], color=c, marker="o", markersize=4, label=text) for c, text in entries]
+    return handles + [Line2D([], [], color="black", linewidth=0.9, label="0: no change")]
+
+
+def save(fig: Figure, path: Path) -> Path:
+    """Write a figure built here as PNG to `path` (its folder is created)."""
     return _save(fig, path)
 
 

@@ -7,12 +7,16 @@ areas stay independent: data (prepare/show/build/splits), tasks, train, eval, sy
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import typer
 from rich.console import Console
+from typer import rich_utils
+from typer.core import TyperOption
 
 from .errors import InstructkitError
+from .progress import DEFAULT_LOG_INTERVAL
 
 app = typer.Typer(
     name="instructkit",
@@ -22,26 +26,57 @@ app = typer.Typer(
 )
 err_console = Console(stderr=True)
 
+# Help written to a file or a pipe: wide enough that no option name is cut (`--gradient-accu…`).
+HELP_WIDTH_OFF_TERMINAL = 200
+
+# Spellings of other tools with no one-to-one option here: what to type instead (underscores as dashes).
+FOREIGN_OPTIONS = {
+    "--resume-from-checkpoint": "instructkit resumes from the last complete checkpoint in --output-dir: "
+    "pass --resume (and --force-resume to accept changed settings)",
+    "--num-fewshot": "shots are set per task: --tasks gsm8k:num_fewshot=8 (lm-eval's spec options)",
+    "--model-args": "pass the model itself: --model PATH_OR_HUB_ID, with --backend hf|vllm|openai",
+    "--bf16": "pass --precision bf16",
+    "--fp16": "pass --precision fp16",
+}
+
 # Options every command accepts, anywhere on the command line (hoisted before the subcommand).
 GLOBAL_FLAGS = {"--quiet", "-q", "--debug"}
 GLOBAL_VALUED = {"--log-format", "--log-interval"}
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"instructkit {version('instructkit')}")
+        raise typer.Exit()
 
 
 @app.callback()
 def _global_options(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output, only results and errors."),
     log_format: str = typer.Option("text", "--log-format", help="text, or json: one JSON object per line."),
-    log_interval: float = typer.Option(
-        30.0, "--log-interval", help="Seconds between progress lines when not on a terminal."
+    log_interval: float | None = typer.Option(
+        None,
+        "--log-interval",
+        help=f"Seconds between progress lines when not on a terminal (default: {DEFAULT_LOG_INTERVAL:g}).",
+        show_default=False,
     ),
     debug: bool = typer.Option(False, "--debug", help="Show the Python traceback of unexpected errors."),
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_print_version, help="Print the version and exit."
+    ),
 ) -> None:
     """Instruction tuning end to end: data → mixture → masks → packing → training → evaluation."""
-    from .progress import configure
+    from .progress import configure, json_stderr, plain_output, silence_third_party
 
     if log_format not in ("text", "json"):
         raise typer.BadParameter("--log-format must be text or json")
     configure(quiet=quiet, log_format=log_format, interval=log_interval)  # type: ignore[arg-type]
+    if log_format == "json":  # every line of standard error a JSON object, whoever writes it
+        json_stderr()
+    if plain_output():  # a file or a tool reads this: only instructkit's own lines, no library bars
+        silence_third_party()
 
 
 def hoist_global_options(argv: list[str]) -> list[str]:
@@ -59,6 +94,48 @@ def hoist_global_options(argv: list[str]) -> list[str]:
             rest.append(arg)
         i += 1
     return hoisted + rest
+
+
+def normalize_option_names(argv: list[str]) -> list[str]:
+    """`--output_dir` → `--output-dir`: the underscore spelling of every option (TRL's, axolotl's) works.
+
+    Only option names change (before any `=`), never values, and nothing after a bare `--`. A spelling
+    of another tool with no one-to-one option here is refused with what to type instead.
+    """
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            return out + argv[i:]
+        if arg.startswith("--"):
+            name, sep, value = arg.partition("=")
+            arg = name.replace("_", "-") + sep + value
+            if name.replace("_", "-") in FOREIGN_OPTIONS:
+                raise InstructkitError(f"{name}: {FOREIGN_OPTIONS[name.replace('_', '-')]}")
+        out.append(arg)
+    return out
+
+
+def _help_off_terminal() -> None:
+    """Help read from a file or a pipe gets wide lines, so rich does not cut option names at 80 columns."""
+    explicit = os.environ.get("COLUMNS") or os.environ.get("TERMINAL_WIDTH")
+    if not sys.stdout.isatty() and not explicit:
+        rich_utils.MAX_WIDTH = HELP_WIDTH_OFF_TERMINAL
+
+
+def _no_type_on_flags() -> None:
+    """Typer's rich help shows `<bool>` after on/off flags, which take no value (its plain help does not)."""
+    shown = TyperOption.display_type_rich
+    if getattr(shown, "_flags_untyped", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: typer.Context) -> str | None:
+        return "" if self.is_flag else shown(self, ctx)
+
+    display_type_rich._flags_untyped = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_no_type_on_flags()
 
 
 # Modules that each expose `register(app: typer.Typer) -> None`.
@@ -90,10 +167,11 @@ _register_all()
 
 def main() -> None:
     """Console-script entry: errors print one clear line; a traceback only with --debug."""
-    argv = hoist_global_options(sys.argv[1:])
+    _help_off_terminal()
+    argv = sys.argv[1:]
     debug = "--debug" in argv
     try:
-        app(args=argv)
+        app(args=hoist_global_options(normalize_option_names(argv)), prog_name="instructkit")
     except InstructkitError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)

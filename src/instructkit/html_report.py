@@ -82,13 +82,15 @@ def write_html(path: Path, title: str, sections: list[Section], subtitle: str = 
 def render_html(title: str, sections: list[Section], subtitle: str = "", base: Path | None = None) -> str:
     """The page as one HTML string."""
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    drawn = [[(alt, p) for alt, p in s.charts if p.is_file()] for s in sections]
+    ids = iter(range(1, 1 + sum(len(d) for d in drawn)))
     views = [
         {
             "section": s,
-            "charts": [(alt, _data_uri(p)) for alt, p in s.charts if p.is_file()],
+            "charts": [(f"chart-{next(ids)}", alt, _data_uri(p)) for alt, p in charts],
             "links": [(label, _href(p, base)) for label, p in s.links if p.exists()],
         }
-        for s in sections
+        for s, charts in zip(sections, drawn)
     ]
     return env.from_string(PAGE).render(title=title, subtitle=subtitle, views=views)
 
@@ -126,9 +128,21 @@ caption { text-align: left; color: #4b5563; padding-bottom: .3em; }
 th, td { border: 1px solid #d8dde6; padding: .25em .6em; }
 th { background: #f1f4f9; text-align: left; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td:not(:first-child) { white-space: nowrap; }  /* verdicts read on one line; wide tables scroll */
+td:first-child { overflow-wrap: anywhere; min-width: 12em; }  /* long task names wrap instead */
+.scroll { overflow-x: auto; }
 tr.up td { background: #e6f4ea; }
 tr.down td { background: #fdecea; }
 img { max-width: 100%; border: 1px solid #e5e7eb; margin: .5em 0; }
+figure.chart { margin: .5em 0; }
+figure.chart img { cursor: zoom-in; }
+figcaption { color: #4b5563; font-size: 13px; }
+figure.chart a.close { display: none; }
+/* a chart opens full size on click with no script: its link targets the figure, which then fills the window */
+figure.chart:target { position: fixed; inset: 0; margin: 0; padding: 2.5em 1em 1em; overflow: auto;
+                      background: rgba(255, 255, 255, .98); z-index: 10; }
+figure.chart:target img { max-width: none; cursor: default; }
+figure.chart:target a.close { display: block; position: fixed; top: .6em; right: 1.2em; }
 pre { background: #f6f8fa; padding: .8em; overflow-x: auto; font-size: 12.5px; }
 li { margin: .25em 0; }
 summary { cursor: pointer; color: #1f4e99; }
@@ -145,7 +159,7 @@ summary { cursor: pointer; color: #1f4e99; }
 {% if s.code and s.code_label %}<details><summary>{{ s.code_label }}</summary><pre>{{ s.code }}</pre></details>
 {% elif s.code %}<pre>{{ s.code }}</pre>{% endif %}
 {% for t in s.tables %}
-<table>
+<div class="scroll"><table>
 {% if t.caption %}<caption>{{ t.caption }}</caption>{% endif %}
 <thead><tr>{% for c in t.columns %}<th>{{ c }}</th>{% endfor %}</tr></thead>
 <tbody>
@@ -153,9 +167,10 @@ summary { cursor: pointer; color: #1f4e99; }
 <tr{% if mark %} class="{{ mark }}"{% endif %}>{% for cell in row %}<td{% if loop.index0 in t.numeric %} class="num"{% endif %}>{{ cell }}</td>{% endfor %}</tr>
 {% endfor %}
 </tbody>
-</table>
+</table></div>
 {% endfor %}
-{% for alt, uri in v.charts %}<figure><img alt="{{ alt }}" src="{{ uri }}"></figure>
+{% for id, alt, uri in v.charts %}<figure class="chart" id="{{ id }}"><a href="#{{ id }}" title="open full size"><img alt="{{ alt }}" src="{{ uri }}"></a>
+<figcaption>{{ alt }} (click to open full size)</figcaption><a class="close" href="#close">close ✕</a></figure>
 {% endfor %}
 {% if s.items %}<ul>
 {% for lead, rest in s.items %}<li><strong>{{ lead }}</strong> {{ rest }}</li>

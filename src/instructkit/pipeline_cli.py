@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -24,6 +25,12 @@ def run_command(
     overrides: list[str] = typer.Option(
         [], "--set", help="Override a recipe field: --set train.max_steps=50"
     ),
+    run_name: str | None = typer.Option(
+        None,
+        "--run-name",
+        help="Run in runs/<recipe>/<NAME>/ instead of runs/<recipe>/, beside the recipe's own run "
+        "(a variant of its own; without it a changed stage keeps its old result as <stage>.<hash>/).",
+    ),
 ) -> None:
     """Run the stages a recipe names; finished stages with unchanged settings are skipped."""
     from .pipeline import build_pipeline
@@ -31,6 +38,8 @@ def run_command(
 
     parsed = dict(parse_override(o) for o in overrides)
     loaded, path = load_recipe(recipe, parsed)
+    if run_name is not None:
+        loaded = named_run(loaded, run_name)
     if loaded.sweep is not None:
         from .sweep import run_sweep
 
@@ -46,15 +55,51 @@ def run_command(
     print_plan(pipeline)
     if dry_run:
         return
-    pipeline.run(log=lambda msg: console.print(escape(msg), highlight=False))
+    try:
+        pipeline.run(log=lambda msg: console.print(escape(msg), highlight=False))
+    except KeyboardInterrupt as stop:
+        from .train.run import TrainingInterrupted
+
+        where = f"{stop.where()}; " if isinstance(stop, TrainingInterrupted) else ""
+        again = _rerun_command(recipe, overrides, run_name)
+        console.print(escape(f"interrupted: {where}resume with: {again}"), highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
     report = pipeline.root / "report.md"
     if report.is_file():
         console.print(f"\nreport: {report}")
         _print_report_tables(report)
 
 
+def named_run(recipe, run_name: str):
+    """The recipe run in `runs/<recipe>/<run_name>/`: one plain folder name, not a stage's."""
+    from .errors import InstructkitError
+    from .pipeline import build_pipeline
+    from .recipe import check_run_name
+
+    try:
+        check_run_name(run_name, "--run-name")
+    except ValueError as exc:
+        raise InstructkitError(str(exc)) from None
+    taken = {stage.name for stage in build_pipeline(recipe).stages}
+    if "/" in run_name or "." in run_name or run_name in taken:
+        raise InstructkitError(
+            f"--run-name {run_name!r}: give one folder name without '/' or '.' and other than a "
+            f"stage's ({', '.join(sorted(taken))}): it sits beside the recipe's stage folders"
+        )
+    return recipe.model_copy(update={"name": f"{recipe.name}/{run_name}"})
+
+
+def _rerun_command(recipe: str | None, overrides: list[str], run_name: str | None) -> str:
+    """The same `instructkit run` again: finished stages are cached, training resumes its last checkpoint."""
+    args = ["instructkit", "run", *([recipe] if recipe else [])]
+    args += [a for o in overrides for a in ("--set", o)]
+    args += ["--run-name", run_name] if run_name else []
+    return shlex.join(args)
+
+
 def print_plan(pipeline) -> None:
-    """The plan table: per stage its hash, whether it runs, why (which input changed), and its size."""
+    """The plan table: per stage its hash, whether it runs, why (which input changed) and which folders
+    it writes, keeps aside or reuses, and its size."""
     table = Table(title="plan")
     for col in ("stage", "hash", "status", "why", "size"):
         table.add_column(col, overflow="fold")

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from . import pipeline_inputs as pin
+from .errors import InstructkitError
 from .recipe import Recipe
 from .stage import Stage
 
@@ -48,10 +49,12 @@ def _estimated_tokens(config, rows: int, sample: int = 64) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         small = config.model_copy(update={"total": min(sample, rows), "decontaminate": None})
+        bars_on = datasets.is_progress_bar_enabled()  # off under --quiet, JSON logs or a redirect
         datasets.disable_progress_bars()
         build_mixture(small, tmp)
         convs = datasets.load_from_disk(tmp)["messages"]
-        datasets.enable_progress_bars()
+        if bars_on:  # restore the configured mode, never turn bars on that were off
+            datasets.enable_progress_bars()
     chars = sum(len(m["content"]) for conv in convs for m in conv) / max(1, len(convs))
     return int(rows * chars / 4)
 
@@ -129,23 +132,56 @@ def corpus_stage(recipe: Recipe) -> Stage:
     )
 
 
+def pairs_stage(recipe: Recipe) -> Stage:
+    """Sample answers with the policy, check them by exact answer, write chosen/rejected pairs (`synth pairs`)."""
+    spec = recipe.pairs
+    model = spec.model or (recipe.train.model if recipe.train else None)
+    if model is None:
+        raise InstructkitError("recipe `pairs:` needs pairs.model when the recipe has no `train` section")
+    data_dir = spec.data_dir or _default_data_dir()
+    settings = {**spec.model_dump(mode="json"), "model": model, "data_dir": data_dir}
+
+    def run(out: Path, _: dict[str, Path]) -> dict[str, Any]:
+        from .synth.pairs import build_pairs
+        from .synth.pairs_config import PairsConfig
+
+        return build_pairs(PairsConfig(**{**settings, "out": str(out)}))
+
+    def estimate() -> str:
+        return f"{spec.samples} samples per question, {spec.limit or 'all'} questions of {spec.task}"
+
+    def inputs() -> pin.Inputs:
+        found = pin.reference_inputs("model", model, "model")
+        if spec.task.endswith(".jsonl"):
+            return {**found, **pin.file_setting_inputs("pairs task", spec.task)}
+        return {**found, **pin.benchmark_inputs(None, [spec.task], data_dir)}
+
+    aliases = {} if spec.model else {"model": "train.model"}
+    return Stage("pairs", settings, [], run, estimate, inputs=inputs, section="pairs", aliases=aliases)
+
+
 def prepare_stage(recipe: Recipe, upstream: str | None) -> Stage:
     """Tokenize with exact masks and pack what the mixture, the corpus or the recipe's sources hold."""
     spec = recipe.prepare
     settings = {**spec.model_dump(mode="json"), "sources": [] if upstream else recipe.sources}
 
     def run(out: Path, inputs: dict[str, Path]) -> dict[str, Any]:
-        from .data.prepare import PrepareConfig, prepare
+        from .data.prepare import PrepareConfig, length_warning, prepare
+        from .progress import log_event
 
         fields = spec.model_dump()
         sources = list(recipe.sources)
         if upstream == "mixture":
             sources = [str(inputs["mixture"])]
+        elif upstream == "pairs":  # the training pairs; heldout.jsonl stays for reward accuracy
+            sources = [str(inputs["pairs"] / "pairs.jsonl")]
         elif upstream == "corpus":  # its tokenizer: one BPE shared by every arm of an ablation
             corpus = inputs["corpus"]
             sources, fields["tokenizer"] = [str(corpus / "corpus")], str(corpus / "tokenizer")
         cfg = PrepareConfig(**{**fields, "sources": sources, "out": str(out)})
         stats = prepare(cfg)
+        if warning := length_warning(stats, cfg, flag=lambda name: f"prepare.{name}"):
+            log_event("prepare", warning)
         keys = ("examples_out", "tokens", "trainable_tokens", "packs", "packing_efficiency")
         return {k: stats.get(k) for k in keys}
 
@@ -168,30 +204,55 @@ def prepare_stage(recipe: Recipe, upstream: str | None) -> Stage:
 
 
 def train_stage(recipe: Recipe) -> Stage:
-    """Train on the prepared rows; resumes from the stage directory's last checkpoint."""
+    """Train on the prepared rows; continue the folder's last checkpoint only when made under this stage key.
+
+    Otherwise its checkpoints (and metrics log) are set aside in `superseded/`, never deleted, and
+    the plan and the log say why (`start over: setting train.learning_rate changed since checkpoint-4`).
+    """
     settings = recipe.train.model_dump(mode="json")
 
     def run(out: Path, inputs: dict[str, Path]) -> dict[str, Any]:
+        from .progress import log_event
+        from .train import checkpoint as ckpt
         from .train.config import TrainConfig
         from .train.run import train
 
-        resume = any(out.glob("checkpoint-*"))
-        fields = {**recipe.train.model_dump(), "resume": resume}
-        config = TrainConfig(data=inputs["prepare"], output_dir=out, **fields)
-        result = train(config)
+        key = read_key(out)
+        config = TrainConfig(data=inputs["prepare"], output_dir=out, **recipe.train.model_dump())
+        last, reasons = train_resume(stage, out, key)
+        if last is not None and not reasons:  # the same key; the checkpoint's own record must agree too
+            reasons = ckpt.resume_changes(last, ckpt.run_identity(config))
+        moved = ckpt.set_aside(out) if reasons else []
+        if moved:
+            where = ", ".join(str(p) for p in moved)
+            log_event("train", f"start over ({'; '.join(reasons)}); set aside: {where}")
+        config = TrainConfig.model_validate({**dict(config), "resume": bool(ckpt.checkpoints(out))})
+        result = train(config, stage_key=key)
         return {
             "global_step": result.global_step,
             "final_loss": result.final_loss,
             "train_loss": result.train_loss,
             "effective_batch_tokens": result.effective_batch_tokens,
+            "resumed_from": result.resumed_from.name if result.resumed_from else None,
+            "set_aside": [str(p) for p in moved],
         }
+
+    def resume(out: Path, key: dict[str, Any]) -> str:
+        from .train.checkpoint import SUPERSEDED
+
+        last, reasons = train_resume(stage, out, key)
+        if last is None:
+            return ""
+        if not reasons:
+            return f"resume from {last.name}"
+        return f"start over: {'; '.join(reasons)} (its checkpoints go to {SUPERSEDED}/)"
 
     def estimate() -> str:
         steps = recipe.train.max_steps
         return f"{steps} steps" if steps > 0 else f"{recipe.train.epochs:g} epochs"
 
     model = recipe.train.model
-    return Stage(
+    stage = Stage(
         "train",
         settings,
         ["prepare"],
@@ -199,7 +260,46 @@ def train_stage(recipe: Recipe) -> Stage:
         estimate,
         inputs=lambda: pin.reference_inputs("model", model, "model"),
         section="train",
+        resume=resume,
     )
+    return stage
+
+
+def read_key(stage_dir: Path) -> dict[str, Any] | None:
+    """The key the pipeline is computing an unfinished stage under (`stage-key.json`), or None."""
+    import json
+
+    from .stage import KEY_FILE
+
+    path = stage_dir / KEY_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def train_resume(stage: Stage, out: Path, key: dict[str, Any] | None) -> tuple[Path | None, list[str]]:
+    """The last complete checkpoint in `out` and why it may not be continued under `key` (none: it may)."""
+    from .stage import key_changes
+    from .train import checkpoint as ckpt
+
+    last = ckpt.last_good_checkpoint(out)
+    if last is None:
+        return None, []
+    made_under = (ckpt.read_provenance(last) or {}).get("stage")
+    if not isinstance(made_under, dict) or "hash" not in made_under:
+        return last, [f"{last.name} has no record of the stage key it was made under (unknown provenance)"]
+    if key is None:
+        return last, [f"no stage key to compare {last.name} with"]
+    if made_under["hash"] == key["hash"]:
+        return last, []
+    return last, [
+        _since(reason, last.name) for reason in key_changes(stage, made_under, key) or ["key changed"]
+    ]
+
+
+def _since(reason: str, checkpoint: str) -> str:
+    """`setting train.seed changed` → `… since checkpoint-4`; the prepare stage is the training data."""
+    if reason == "upstream prepare changed":
+        return f"training data changed since {checkpoint} (stage prepare reran)"
+    return f"{reason} since {checkpoint}"
 
 
 def eval_stage(recipe: Recipe, which: str) -> Stage:
@@ -208,6 +308,7 @@ def eval_stage(recipe: Recipe, which: str) -> Stage:
     name = f"eval-{which}"
     needs = ["prepare", "train"] if which == "tuned" else ["prepare"]
     needs += ["corpus"] if recipe.corpus else []
+    needs += ["pairs"] if recipe.pairs and recipe.pairs.holdout and which == "tuned" else []
     settings = {
         **spec.model_dump(mode="json"),
         "which": which,
@@ -220,11 +321,14 @@ def eval_stage(recipe: Recipe, which: str) -> Stage:
         from .evaluate.recipe_sets import eval_tasks
         from .evaluate.runner import evaluate
 
-        model, tokenizer = _load_for_eval(recipe, which, inputs)
+        model, tokenizer, warnings = _load_for_eval(recipe, which, inputs)
         tasks = eval_tasks(spec, recipe.mixture, recipe.seed, inputs.get("corpus"))
         config = spec.eval_config(recipe.seed, _default_data_dir())
-        results = evaluate(model, tokenizer, tasks=tasks, out_dir=out, config=config)
-        return {"normalized_average": results.get("normalized_average"), "tasks": len(results["tasks"])}
+        results = evaluate(model, tokenizer, tasks=tasks, out_dir=out, config=config, warnings=warnings)
+        summary = {"normalized_average": results.get("normalized_average"), "tasks": len(results["tasks"])}
+        if "pairs" in inputs:  # the tuned policy's implicit reward on held-out pairs, against the base
+            summary.update(_reward_accuracy(recipe, model, tokenizer, inputs, out))
+        return summary
 
     return Stage(
         name,
@@ -240,6 +344,21 @@ def eval_stage(recipe: Recipe, which: str) -> Stage:
             "holdout": "mixture.holdout_clusters",
         },
     )
+
+
+def _reward_accuracy(recipe: Recipe, policy, tokenizer, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
+    """Reward accuracy (%) and mean margin of the policy over the base on the pairs stage's heldout.jsonl."""
+    import json
+
+    from .evaluate.reward_accuracy import read_pairs, reply_logps, reward_accuracy
+
+    pairs = read_pairs(str(inputs["pairs"] / "heldout.jsonl"))
+    reference, _, _ = _load_for_eval(recipe, "base", inputs)
+    result = reward_accuracy(
+        reply_logps(policy, tokenizer, pairs), reply_logps(reference, tokenizer, pairs), recipe.train.beta
+    )
+    (out / "reward_accuracy.json").write_text(json.dumps(result, indent=2))
+    return result
 
 
 def _eval_inputs(recipe: Recipe, which: str) -> pin.Inputs:
@@ -275,23 +394,29 @@ def _default_data_dir() -> str | None:
 
 
 def _load_for_eval(recipe: Recipe, which: str, inputs: dict[str, Path]):
-    """The tuned model from the train stage, or the base model exactly as training started from it."""
+    """The tuned model from the train stage, or the base model exactly as training started from it,
+    plus the warnings its results must carry (an adapter without a record of its base)."""
     import torch
 
-    from .models.loading import load_causal_lm, load_tokenizer
-    from .models.tiny import build_tiny_model, is_tiny
+    from .models.adapters import check_adapter_base
+    from .models.loading import load_model, load_tokenizer
+    from .progress import log_event
 
     # The tokenizer the data was prepared (and the model trained) with; fp32 like training.
     tokenizer = load_tokenizer(str(inputs["prepare"] / "tokenizer"))
-    trust = recipe.train.trust_remote_code
-    if which == "tuned":
-        model = load_causal_lm(str(inputs["train"]), trust_remote_code=trust, dtype=torch.float32)
-    elif is_tiny(recipe.train.model):
-        model = build_tiny_model(recipe.train.model, tokenizer, seed=recipe.train.tiny_seed)
-    else:
-        model = load_causal_lm(recipe.train.model, trust_remote_code=trust, dtype=torch.float32)
+    name = str(inputs["train"]) if which == "tuned" else recipe.train.model
+    warnings = check_adapter_base(name)  # an adapter loads only onto the base it was trained on
+    for warning in warnings:
+        log_event(f"eval-{which}", f"warning: {warning}")
+    model = load_model(
+        name,
+        tokenizer,
+        tiny_seed=recipe.train.tiny_seed,
+        trust_remote_code=recipe.train.trust_remote_code,
+        dtype=torch.float32,
+    )
     model.eval()
-    return model, tokenizer
+    return model, tokenizer, warnings
 
 
 REPORT_LAYOUT = 2  # 2: report.html, intervals and paired tests

@@ -15,7 +15,7 @@ import yaml
 
 from . import charts
 from .evaluate import significance as sig
-from .evaluate.eval_report import load_run
+from .evaluate.eval_report import load_run, warning_lines
 from .html_report import Section, Table, render_markdown, write_html
 
 SECTIONS = (
@@ -28,9 +28,11 @@ SECTIONS = (
     "Evaluation by task",
     "What improved and what did not",
 )
+PAPER = "Paper vs ours"  # only in a reproduction recipe's report (one with a `paper:` section), last
 # The page leads with what the run measured; the Markdown keeps the verdicts last, where `run` prints them.
 HTML_ORDER = (
     "Summary",
+    PAPER,
     "Evaluation by set",
     "What improved and what did not",
     "Evaluation by task",
@@ -40,6 +42,12 @@ HTML_ORDER = (
     "Artifacts",
 )
 UNIT = "normalized points"
+NOISE = (
+    "A score's interval is a 95% bootstrap interval over the evaluated rows. A difference is called "
+    f"significant only when a paired sign-flip test over the same rows gives p < {sig.ALPHA}, and its "
+    "95% interval is the set of shifts that same test does not reject: it excludes 0 exactly when the "
+    "difference is significant. With a dozen rows per task, one row moves a task's score by several points."
+)
 
 
 def write_run_report(recipe, inputs: dict[str, Path], out: Path) -> Path:
@@ -49,8 +57,10 @@ def write_run_report(recipe, inputs: dict[str, Path], out: Path) -> Path:
     base = load_run(inputs["eval-base"]) if "eval-base" in inputs else None
     losses = _losses(inputs["train"] / "metrics.jsonl")
     sets, tasks = set_rows(base, tuned), task_rows(base, tuned)
-    charts = _charts(out, losses, sets, tasks)
+    charts = _charts(out, losses, sets, tasks, average_row(base, tuned), tuned)
     sections = build_sections(recipe, root, losses, base, tuned, sets, tasks, charts)
+    if getattr(recipe, "paper", None) is not None:  # a reproduction recipe: its paper's numbers beside ours
+        sections.append(paper_section(recipe, root, sets + tasks + [average_row(base, tuned)]))
     title = f"Run report: {recipe.name}"
     for folder in (out, root):
         (folder / "report.md").write_text(render_markdown(title, sections, recipe.description, folder))
@@ -105,19 +115,18 @@ def set_rows(base: dict[str, Any] | None, tuned: dict[str, Any]) -> list[Row]:
 
 
 def task_rows(base: dict[str, Any] | None, tuned: dict[str, Any]) -> list[Row]:
-    """Per task: base and tuned scores (preferred metric) with intervals, and the paired difference."""
-    rows = []
+    """Per task: base and tuned scores (preferred metric) with intervals, and the paired difference
+    with its Holm-adjusted p-value over all the per-task tests."""
+    keys, bases, tuneds, diffs = [], [], [], []
     for task, summary in sorted(tuned.get("tasks", {}).items()):
         b = (base or {}).get("tasks", {}).get(task)
-        rows.append(
-            (
-                task,
-                _stored(b) if b else None,
-                _stored(summary),
-                sig.difference(base, tuned, {task: 1.0}, summary["score"] - b["score"], False) if b else None,
-            )
+        keys.append(task)
+        bases.append(_stored(b) if b else None)
+        tuneds.append(_stored(summary))
+        diffs.append(
+            sig.difference(base, tuned, {task: 1.0}, summary["score"] - b["score"], False) if b else None
         )
-    return rows
+    return list(zip(keys, bases, tuneds, sig.with_holm(diffs)))
 
 
 def _stored(summary: dict[str, Any]) -> sig.Estimate:
@@ -142,16 +151,18 @@ def average_row(base: dict[str, Any] | None, tuned: dict[str, Any]) -> Row:
 
 
 def comparison_table(rows: list[Row], first: str, extra: dict[str, str] | None = None) -> Table:
-    """base [CI] | tuned [CI] | Δ [CI] | paired test, one row each; significant rows marked."""
+    """base [CI] | tuned [CI] | Δ [CI] | paired test (| after Holm, for a family of tests), one row
+    each; significant rows marked (after Holm's correction when there is one)."""
     extra = extra or {}
+    family = max((d.family for *_, d in rows if d is not None), default=0)
     columns = [first] + (["metric"] if extra else [])
     columns += ["base [95% CI]", "tuned [95% CI]", "Δ [95% CI]", "paired test"]
-    table = Table(columns, [], frozenset(range(1 + bool(extra), len(columns) - 1)))
+    columns += [f"after Holm ({family} tests)"] if family else []
+    table = Table(columns, [], frozenset(range(1 + bool(extra), 4 + bool(extra))))
     for key, b, t, d in rows:
         cells = [key] + ([extra.get(key, "")] if extra else [])
-        table.rows.append(
-            cells + [sig.fmt_estimate(b), sig.fmt_estimate(t), sig.fmt_diff(d), sig.fmt_test(d)]
-        )
+        cells += [sig.fmt_estimate(b), sig.fmt_estimate(t), sig.fmt_diff(d), sig.fmt_test(d)]
+        table.rows.append(cells + ([sig.fmt_holm(d)] if family else []))
         table.marks.append(sig.mark(d))
     return table
 
@@ -170,12 +181,7 @@ def build_sections(
 ) -> list[Section]:
     """The report, section by section (the same for Markdown and HTML)."""
     average = average_row(base, tuned)
-    noise = (
-        "Intervals are 95% bootstrap intervals over the evaluated rows. A difference is called "
-        f"significant only when a paired sign-flip test over the same rows gives p < {sig.ALPHA}; "
-        "with a dozen rows per task, one row moves a task's score by several points. With few rows "
-        "that differ the bootstrap interval is too narrow; the test is exact then, and decides."
-    )
+    noise = NOISE
     summary = [comparison_table([average], "score")]
     by_set = (
         "Normalized score: 100 × (score − random) / (100 − random), averaged over tasks; 0 is chance. "
@@ -183,7 +189,11 @@ def build_sections(
     )
     metric = {task: s["metric"] for task, s in tuned.get("tasks", {}).items()}
     return [
-        Section("Summary", text=_summary_text(losses, average), tables=summary),
+        Section(
+            "Summary",
+            text=warning_lines([r for r in (base, tuned) if r]) + _summary_text(losses, average),
+            tables=summary,
+        ),
         Section("Artifacts", links=_artifacts(root)),
         Section(
             "Recipe",
@@ -208,7 +218,8 @@ def build_sections(
         ),
         Section(
             "Evaluation by task",
-            text=["Each task's preferred metric (0–100), not normalized."],
+            text=["Each task's preferred metric (0–100), not normalized."]
+            + ([sig.family_note([d for *_, d in tasks])] if base else []),
             tables=[comparison_table(tasks, "task", metric)],
             charts=[("score by task", charts["tasks"])],
         ),
@@ -292,8 +303,9 @@ def _artifacts(root: Path) -> list[tuple[str, Path]]:
     return [(label, root / rel) for label, rel in ARTIFACTS if (root / rel).exists()]
 
 
-def _charts(out: Path, losses, sets: list[Row], tasks: list[Row]) -> dict[str, Path]:
-    """PNG charts: loss curve, normalized score per eval set and score per task, with 95% intervals."""
+def _charts(out: Path, losses, sets: list[Row], tasks: list[Row], average: Row, tuned) -> dict[str, Path]:
+    """PNG charts: the loss curve, normalized score per eval set and score per task (one panel per
+    eval set), each score with its 95% interval and chance."""
     drawn: dict[str, Path] = {}
     if losses:
         steps, values = zip(*losses)
@@ -305,22 +317,121 @@ def _charts(out: Path, losses, sets: list[Row], tasks: list[Row]) -> dict[str, P
             xlabel="optimizer step",
             ylabel="training loss",
         )
-    drawn["sets"] = _bars(out / "sets.png", sets, "Normalized score by eval set (95% CI)")
-    drawn["tasks"] = _bars(out / "tasks.png", tasks, "Score by task (preferred metric, 95% CI)")
+    series = _series(sets + tasks)
+    drawn["sets"] = charts.save(set_figure(sets, average, series), out / "sets.png")
+    drawn["tasks"] = charts.save(task_figure(tasks, tuned, series), out / "tasks.png")
     return drawn
 
 
-def _bars(path: Path, rows: list[Row], title: str) -> Path:
-    """Base (when evaluated) and tuned bars per row, each with its 95% interval."""
-    columns = {"base": [b for _, b, _, _ in rows], "tuned": [t for _, _, t, _ in rows]}
-    if all(b is None for b in columns["base"]):
-        del columns["base"]
-    series = [
-        charts.Series(
-            label,
-            [e.value if e else None for e in estimates],
-            [(e.low, e.high) if e else (sig.NAN, sig.NAN) for e in estimates],
-        )
-        for label, estimates in columns.items()
+def _series(rows: list[Row]) -> list[str]:
+    """'base' and 'tuned', or 'tuned' alone when no base model was evaluated."""
+    return ["base", "tuned"] if any(b is not None for _, b, _, _ in rows) else ["tuned"]
+
+
+def _score_row(row: Row, series: list[str], chance: float, prefix: str = "") -> charts.ScoreRow:
+    """A chart row; `prefix` (the panel's eval set, already its title) is cut from the label."""
+    key, b, t, _ = row
+    estimates = ([b] if "base" in series else []) + [t]
+    return charts.ScoreRow(
+        key.removeprefix(prefix) if prefix and key != prefix.rstrip("/") else key,
+        [e.value if e else None for e in estimates],
+        [(e.low, e.high) if e else (sig.NAN, sig.NAN) for e in estimates],
+        chance,
+    )
+
+
+def set_figure(sets: list[Row], average: Row, series: list[str]):
+    """Normalized score by eval set, then the normalized average; chance is 0 on this scale."""
+    xlabel = "normalized score (0 = chance, 100 = perfect), 95% intervals"
+    panels = [
+        charts.Panel("eval sets and benchmarks", [_score_row(r, series, 0.0) for r in sets], xlabel),
+        charts.Panel("overall", [_score_row(average, series, 0.0)], xlabel),
     ]
-    return charts.bars(path, [key for key, *_ in rows], series, title=title)
+    return charts.score_figure(panels, series, title="Normalized score by eval set")
+
+
+def task_figure(tasks: list[Row], tuned: dict[str, Any], series: list[str]):
+    """Score by task in small multiples, one panel per eval set (or benchmark group), tasks sorted by
+    their change (largest gain on top), named without their eval set's prefix; chance is each task's
+    random baseline."""
+    summaries = tuned.get("tasks", {})
+    by_set: dict[str, list[Row]] = {}
+    for row in tasks:
+        summary = summaries[row[0]]
+        by_set.setdefault(summary.get("cluster") or summary.get("group") or "other", []).append(row)
+    xlabel = "score (preferred metric, 0–100), 95% intervals"
+    panels = [
+        charts.Panel(
+            name,
+            [
+                _score_row(r, series, summaries[r[0]].get("random_baseline"), name.split("/")[0] + "/")
+                for r in sorted(rows, key=lambda r: -(r[3].delta if r[3] else r[2].value))
+            ],
+            xlabel,
+        )
+        for name, rows in sorted(by_set.items())
+    ]
+    return charts.score_figure(panels, series, title="Score by task, per eval set")
+
+
+PAPER_NOTE = (
+    "Each row sets a paper's finding, its number and setting, beside the row of this run that measures "
+    "it (Δ = tuned − base, with its 95% interval and paired test; eval sets and benchmarks in normalized "
+    "points, 0 = chance, a task in its own metric). Our setting is far smaller: the last "
+    "column says what that means for the comparison. A result in either direction is reported as measured."
+)
+
+
+def paper_section(recipe, root: Path, rows: list[Row]) -> Section:
+    """The "Paper vs ours" section: per claim of `recipe.paper`, its number and setting, ours and our setting."""
+    paper = recipe.paper
+    ours_setting = our_setting(recipe, root)
+    table = Table(
+        ["finding (cited)", "paper", "paper's setting", "ours [95% CI]", "our setting", "scale"],
+        [],
+        frozenset({1, 3}),
+    )
+    by_key = {key: (b, t, d) for key, b, t, d in rows}
+    for claim in paper.shown():
+        table.rows.append(
+            [
+                f"{claim.finding} ({claim.cited})",
+                claim.paper_value,
+                claim.paper_setting,
+                our_value(claim.ours, by_key),
+                ours_setting,
+                claim.scale,
+            ]
+        )
+        kind, _, key = claim.ours.partition(":")
+        d = by_key.get(key, (None, None, None))[2]
+        table.marks.append(sig.mark(d) if kind == "delta" else "")
+    return Section(PAPER, text=[f"Paper: {paper.title}.", PAPER_NOTE], tables=[table])
+
+
+def our_value(ours: str, by_key: dict[str, tuple]) -> str:
+    """`<row>: <our number>` for `<kind>:<row>`, with its interval (and paired test for Δ); a missing
+    row or base score says so instead of showing a number."""
+    kind, _, key = ours.partition(":")
+    if key not in by_key:
+        return f"not measured: this run has no row {key!r}"
+    b, t, d = by_key[key]
+    if kind == "tuned":
+        return f"{key}: tuned {sig.fmt_estimate(t)}"
+    if b is None or (kind == "delta" and d is None):
+        return f"not measured: no base model score for {key!r}"
+    if kind == "base":
+        return f"{key}: base {sig.fmt_estimate(b)}"
+    return f"{key}: Δ {sig.fmt_diff(d)}, {sig.fmt_test(d)}; base {b.value:.1f} → tuned {t.value:.1f}"
+
+
+def our_setting(recipe, root: Path) -> str:
+    """Model, method, training rows and optimizer steps of this run, read from what the stages wrote."""
+    train = recipe.train
+    method = f"LoRA r={train.lora_r}" if train.method == "lora" else train.method
+    summary = _json(root / "train" / "stage.json").get("summary", {})
+    rows = _json(root / "prepare" / "stats.json").get("examples_out")
+    parts = [f"{train.model} ({method})"]
+    parts += [f"{rows:,} training examples"] if rows is not None else []
+    parts += [f"{summary['global_step']} optimizer steps"] if "global_step" in summary else []
+    return ", ".join(parts + [f"seed {recipe.seed}"])

@@ -6,43 +6,57 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..cli_options import config_from, options_from
-from ..executors import EXECUTOR_HELP, RAY_ADDRESS_HELP, check_executor
+from ..executors import ExecutorSettings
 from .prepare_config import PrepareConfig
 
 data_app = typer.Typer(help="Build, prepare and inspect instruction data.", no_args_is_help=True)
 console = Console()
 
 
+# Names users already type (TRL's and axolotl's; the CLI reads underscores as dashes).
+ALIASES = {
+    "input_format": ["--format"],
+    "max_length": ["--max-seq-length", "--sequence-len"],
+    "pack": ["--packing", "--sample-packing"],
+}
+
+
 @data_app.command("prepare")
-@options_from(PrepareConfig, arguments=["sources"], aliases={"input_format": ["--format"]})
-def prepare_command(
-    fields: dict,
-    executor: str = typer.Option("local", help=EXECUTOR_HELP),
-    ray_address: str | None = typer.Option(None, help=RAY_ADDRESS_HELP),
-) -> None:
+@options_from(PrepareConfig, ExecutorSettings, arguments=["sources"], aliases=ALIASES)
+def prepare_command(fields: dict, where: ExecutorSettings) -> None:
     """Tokenize conversations with exact assistant-only masks and (optionally) pack them."""
     from .prepare import prepare
 
     cfg = config_from(PrepareConfig, fields)
-    if check_executor(executor, ray_address) == "ray":
+    if where.checked() == "ray":
         from ..executors.ray_prepare import prepare_ray
 
-        stats = prepare_ray(cfg, ray_address)
+        stats = prepare_ray(cfg, where.ray_address)
     else:
         stats = prepare(cfg)
     print_stats(stats, f"prepared → {cfg.out}")
+    from .prepare import length_warning
+
+    if warning := length_warning(stats, cfg):
+        console.print(f"[yellow]{escape(warning)}[/]", highlight=False, soft_wrap=True)
 
 
 def print_stats(stats: dict, title: str) -> None:
-    """Print a stats dict as a two-column table (nested dicts flattened with dots)."""
+    """Print a stats dict as a two-column table (nested dicts flattened with dots), each count named in
+    the words the run report uses (`prepare.STAT_LABELS`) followed by its stats.json key."""
+    from .prepare import STAT_LABELS
+
     table = Table(title=title, show_header=False)
     for key, value in _flatten(stats):
         if isinstance(value, list):  # per-file lists stay in stats.json; the table shows how many
             value = f"{len(value)} (listed in stats.json)"
-        table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
+        label = STAT_LABELS.get(key, key)
+        label = label if label == key else f"{label} ({key})"  # the stats.json key stays greppable
+        table.add_row(label, f"{value:,}" if isinstance(value, int) else str(value))
     console.print(table)
     for skipped in stats.get("skipped_files") or []:
         console.print(f"skipped {skipped['path']}: {skipped['reason']}", highlight=False)

@@ -27,7 +27,15 @@ from .decontaminate import EvalIndex
 from .mixture_config import MixtureConfig, RateSpec, TaskRef
 from .procedural.rng import stable_rng
 from .rejects import RejectLog
-from .tasks import Task, load_catalog, render_training_example, select_tasks, task_rows
+from .tasks import (
+    Task,
+    data_root,
+    load_catalog,
+    render_training_example,
+    resolve_files,
+    select_tasks,
+    task_rows,
+)
 
 # ---------------------------------------------------------------- resolving tasks
 
@@ -85,6 +93,30 @@ def _refuse_eval_only(config: MixtureConfig, tasks: list[Task]) -> None:
             f"mixture {config.name!r} would train on evaluation-only tasks {banned} (benchmark data); "
             "remove them, hold out their cluster, or set force_eval_only: true"
         )
+
+
+def split_problem(task: Task, split: str, root: str | None) -> str | None:
+    """Why `task` cannot give rows of `split` (no such split, or its files are missing), else None.
+
+    Cheap (no rows are read), so a long command can check every task it will touch before any work.
+    """
+    if split not in task.split_names():
+        return (
+            f"task {task.name!r} ({task.file}): no split {split!r} (splits: {', '.join(task.split_names())})"
+        )
+    source = task.splits[split] if task.splits else task.source
+    if source is None or not source.files:
+        return None
+    try:
+        resolve_files(task, source, data_root(root))
+    except InstructkitError as exc:
+        return str(exc)
+    return None
+
+
+def check_sources(tasks: list[Task], split: str, root: str | None) -> list[str]:
+    """Every problem `split_problem` finds among `tasks` (an empty list: all can be read)."""
+    return [p for t in tasks if (p := split_problem(t, split, root)) is not None]
 
 
 # ---------------------------------------------------------------- rates and counts
@@ -196,13 +228,12 @@ def config_hash(config: MixtureConfig) -> str:
     return hashlib.blake2b(config.model_dump_json().encode(), digest_size=8).hexdigest()
 
 
-def _decontaminate(
-    config: MixtureConfig, catalog: dict[str, Task], rows: dict[str, list[dict]]
-) -> tuple[dict[str, set[int]], list[dict]]:
+def decontamination_sets(config: MixtureConfig, catalog: dict[str, Task]) -> list[tuple[Task, str]]:
+    """The (task, split) pairs whose rows decontamination removes from the mixture (none without it)."""
     spec = config.decontaminate
     if spec is None:
-        return {}, []
-    index = EvalIndex(spec.n)
+        return []
+    found = []
     for ref in spec.eval_sets:
         kind, _, value = ref.rpartition(":")
         for task in select_tasks(
@@ -211,7 +242,19 @@ def _decontaminate(
             clusters=[value] if kind == "cluster" else [],
             collections=[value] if kind == "collection" else [],
         ):
-            index.add(task.name, task_rows(task, spec.split or task.eval_split, root=config.data_root))
+            found.append((task, spec.split or task.eval_split))
+    return found
+
+
+def _decontaminate(
+    config: MixtureConfig, catalog: dict[str, Task], rows: dict[str, list[dict]]
+) -> tuple[dict[str, set[int]], list[dict]]:
+    spec = config.decontaminate
+    if spec is None:
+        return {}, []
+    index = EvalIndex(spec.n)
+    for task, split in decontamination_sets(config, catalog):
+        index.add(task.name, task_rows(task, split, root=config.data_root))
     removed, report = {}, []
     for name, task_data in rows.items():
         hits = index.find(task_data)
@@ -249,6 +292,14 @@ def plan_mixture(config: MixtureConfig, catalog: dict[str, Task] | None = None) 
     catalog = catalog if catalog is not None else load_catalog(config.catalog)
     groups = resolve_groups(config, catalog)
     tasks = {t.name: t for g in groups for t, _ in g.members}
+    problems = check_sources(list(tasks.values()), config.split, config.data_root)
+    problems += [
+        p
+        for t, split in decontamination_sets(config, catalog)
+        for p in check_sources([t], split, config.data_root)
+    ]
+    if problems:
+        raise InstructkitError(f"mixture {config.name!r} cannot be built:\n  " + "\n  ".join(problems))
     rejects = RejectLog(config.on_error)
     rows = {n: task_rows(t, config.split, root=config.data_root, rejects=rejects) for n, t in tasks.items()}
     removed, report = _decontaminate(config, catalog, rows)

@@ -9,10 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..errors import InstructkitError
+from ..settings_io import load_settings
 from .decontaminate import DecontaminateSpec
 from .prepare_config import OnError
 from .prompt_formats import FormatMix
@@ -91,7 +90,9 @@ class MixtureConfig(BaseModel):
         default_factory=list, description="extra task directories (the built-in catalog is always read)"
     )
     data_root: str | None = Field(
-        None, description="where relative task files live (default: $INSTRUCTKIT_DATA_ROOT or shared/data)"
+        None,
+        description="where relative task files live; unset: $INSTRUCTKIT_DATA_ROOT, else a shared/data folder "
+        "above the working directory",
     )
     split: str = Field("train", description="task split the mixture draws from")
     tasks: list[TaskRef] = Field(default_factory=list, description="tasks outside any sub-mixture")
@@ -117,22 +118,13 @@ class MixtureConfig(BaseModel):
         return self
 
 
-def load_mixture_config(path: str | Path, **overrides: Any) -> MixtureConfig:
-    """Read and validate a mixture YAML; catalog paths are resolved against the YAML's directory."""
+def load_mixture_config(path: str | Path, **given: Any) -> MixtureConfig:
+    """Read and validate a mixture YAML, `given` fields (e.g. `data build --seed`) over the file's.
+
+    Catalog paths are resolved against the YAML's directory.
+    """
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        data.update(overrides)
-        config = MixtureConfig.model_validate(data)
-    except FileNotFoundError as exc:
-        raise InstructkitError(f"{path}: no such mixture file") from exc
-    except yaml.YAMLError as exc:
-        raise InstructkitError(f"{path}: invalid YAML: {exc}") from exc
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '<mixture>'}: {e['msg']}" for e in exc.errors()
-        )
-        raise InstructkitError(f"{path}: {problems}") from exc
+    config = load_settings(MixtureConfig, path, given=given, what="mixture file")
     config.catalog = [
         str((path.parent / c).resolve()) if not Path(c).is_absolute() else c for c in config.catalog
     ]

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import InstructkitError
 from .conversation import CONVERSATION_FEATURES, Conversation, Message
-from .mixture import build_mixture, resolve_groups
+from .mixture import build_mixture, check_sources, decontamination_sets, resolve_groups
 from .mixture_config import MixtureConfig
 from .tasks import Task, eval_examples, load_catalog
 
@@ -64,6 +64,63 @@ def write_eval_set(conversations: list[Conversation], out_dir: Path) -> None:
     )
 
 
+def _without(config: MixtureConfig, cluster: str) -> MixtureConfig:
+    """The training mixture of one split: the config with `cluster` held out too."""
+    return config.model_copy(
+        update={
+            "holdout_clusters": [*config.holdout_clusters, cluster],
+            "name": f"{config.name}-without-{cluster}",
+        }
+    )
+
+
+def split_problems(
+    config: MixtureConfig, catalog: dict[str, Task], held_out: list[Task], cluster: str
+) -> list[str]:
+    """Why the split holding out `cluster` could not be made (empty: it can), without reading rows.
+
+    Its evaluation needs a template task and each such task's eval split and files; its training
+    mixture needs each task's training split and files, no eval-only task, and the splits its
+    decontamination reads.
+    """
+    evaluable = [t for t in held_out if t.kind == "template"]
+    found = [] if evaluable else ["no template task to evaluate (chat tasks only)"]
+    for task in evaluable:  # the held-out evaluation reads each task's eval split
+        found += check_sources([task], task.eval_split, config.data_root)
+    try:
+        groups = resolve_groups(_without(config, cluster), catalog)
+    except InstructkitError as exc:
+        return [*found, str(exc)]
+    train = [t for g in groups for t, _ in g.members]
+    found += check_sources(train, config.split, config.data_root)
+    for task, split in decontamination_sets(config, catalog):  # the rows training leaves out
+        found += check_sources([task], split, config.data_root)
+    return found
+
+
+def check_splits(
+    config: MixtureConfig, catalog: dict[str, Task], by_cluster: dict[str, list[Task]], chosen: list[str]
+) -> None:
+    """Refuse before any split is written when any of them could not be made, naming every problem."""
+    problems = {c: found for c in chosen if (found := split_problems(config, catalog, by_cluster[c], c))}
+    if not problems:
+        return
+    where: dict[str, list[str]] = {}  # each problem once, with the held-out clusters it stops
+    for cluster, found in problems.items():
+        for problem in found:
+            where.setdefault(problem, []).append(cluster)
+    lines = [f"{p} [holding out {', '.join(dict.fromkeys(cs))}]" for p, cs in where.items()]
+    fine = [c for c in chosen if c not in problems]
+    hint = "nothing was written"
+    if fine:
+        hint += "; to split only the clusters that can be, pass " + " ".join(f"--cluster {c}" for c in fine)
+    raise InstructkitError(
+        f"mixture {config.name!r}: {len(problems)} of {len(chosen)} splits cannot be made:\n  "
+        + "\n  ".join(lines)
+        + f"\n{hint}"
+    )
+
+
 def leave_one_cluster_out(
     config: MixtureConfig,
     out_dir: str | Path,
@@ -82,15 +139,12 @@ def leave_one_cluster_out(
         raise InstructkitError(
             f"clusters {unknown} are not in mixture {config.name!r} (it has: {', '.join(sorted(by_cluster))})"
         )
+    check_splits(config, catalog, by_cluster, chosen)
     summary: dict[str, Any] = {"mixture": config.name, "seed": config.seed, "splits": {}}
     for cluster in chosen:
-        split_config = config.model_copy(
-            update={
-                "holdout_clusters": [*config.holdout_clusters, cluster],
-                "name": f"{config.name}-without-{cluster}",
-            }
+        stats = build_mixture(
+            _without(config, cluster), out / cluster / "train", num_proc=num_proc, catalog=catalog
         )
-        stats = build_mixture(split_config, out / cluster / "train", num_proc=num_proc, catalog=catalog)
         conversations = eval_conversations(
             by_cluster[cluster], seed=config.seed, limit=eval_limit, root=config.data_root
         )

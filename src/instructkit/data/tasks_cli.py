@@ -1,4 +1,5 @@
-"""CLI: `instructkit data build|splits` and `instructkit tasks list|show` (thin calls into mixture/splits/tasks)."""
+"""CLI: `instructkit data build|splits` and `instructkit tasks list|show|import-lm-eval` (thin calls
+into mixture/splits/tasks)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..cli_options import options_from
-from ..executors import EXECUTOR_HELP, RAY_ADDRESS_HELP, check_executor
+from ..executors import ExecutorSettings
 from .mixture_config import MixtureConfig, load_mixture_config
 
 if TYPE_CHECKING:
@@ -20,37 +21,41 @@ console = Console()
 tasks_app = typer.Typer(help="Describe the task catalog.", no_args_is_help=True)
 
 
-# MixtureConfig fields `data build` can override on the command line (name, help, default from the model).
-BUILD_OVERRIDES = ("seed",)
+# MixtureConfig fields `data build` and `data splits` can override on the command line (name, help,
+# default from the model); `--data-dir` names the data root as it does for `eval run`.
+BUILD_OVERRIDES = ("seed", "data_root")
+_NOT_OVERRIDDEN = [n for n in MixtureConfig.model_fields if n not in BUILD_OVERRIDES]
+_DATA_DIR = {"data_root": ["--data-dir"]}
 
 
-@options_from(MixtureConfig, exclude=[n for n in MixtureConfig.model_fields if n not in BUILD_OVERRIDES])
+@options_from(MixtureConfig, ExecutorSettings, exclude=_NOT_OVERRIDDEN, aliases=_DATA_DIR)
 def build_command(
     fields: dict,
+    where: ExecutorSettings,
     mixture: Path = typer.Argument(..., help="mixture YAML"),
     out: Path = typer.Option(..., "--out", help="output directory (a datasets directory + stats.json)"),
     num_proc: int = typer.Option(
         1, "--num-proc", help="worker processes for rendering (output does not change)"
     ),
-    executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
-    ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
 ) -> None:
     """Render a mixture of tasks into a conversation dataset; options given override the YAML."""
     from .mixture import build_mixture
 
-    on_ray = check_executor(executor, ray_address) == "ray"
+    on_ray = where.checked() == "ray"
     config = load_mixture_config(mixture, **fields)
     if on_ray:
         from ..executors.ray_build import build_mixture_ray
 
-        stats = build_mixture_ray(config, out, ray_address)
+        stats = build_mixture_ray(config, out, where.ray_address)
     else:
         stats = build_mixture(config, out, num_proc=num_proc)
     print_mixture_stats(stats)
     console.print(f"wrote {stats['rows']} rows to {out}")
 
 
+@options_from(MixtureConfig, exclude=_NOT_OVERRIDDEN, aliases=_DATA_DIR)
 def splits_command(
+    fields: dict,
     mixture: Path = typer.Argument(..., help="mixture YAML"),
     out: Path = typer.Option(
         ..., "--out", help="output directory: <cluster>/train, <cluster>/eval, splits.json"
@@ -67,7 +72,7 @@ def splits_command(
         raise typer.BadParameter("pass --leave-one-cluster-out (every cluster) or --cluster NAME")
     from .splits import leave_one_cluster_out
 
-    config = load_mixture_config(mixture)
+    config = load_mixture_config(mixture, **fields)
     summary = leave_one_cluster_out(
         config, out, clusters=cluster or None, num_proc=num_proc, eval_limit=eval_limit
     )
@@ -185,6 +190,26 @@ def describe(task: Task) -> None:
         )
 
 
+def import_lm_eval_command(
+    names: list[str] = typer.Argument(..., help="lm-eval task names"),
+    include: list[Path] = typer.Option(
+        [], "--include", help="extra lm-eval task YAML folders (e.g. ones reading local files)"
+    ),
+    out: Path = typer.Option(
+        ..., "--out", help="catalog YAML to write, or a folder (writes lm_eval_tasks.yaml there)"
+    ),
+) -> None:
+    """Turn lm-eval tasks into catalog tasks: lm-eval's prompts and targets as rows, its splits as ours."""
+    from .catalog.lm_eval import write_lm_eval_catalog
+
+    catalog = write_lm_eval_catalog(list(names), out, tuple(str(p.resolve()) for p in include))
+    console.print(
+        f"wrote {len(names)} task(s) to {catalog}; use it with --catalog {catalog}",
+        soft_wrap=True,
+        highlight=False,
+    )
+
+
 def register(app: typer.Typer) -> None:
     """Add `data build`, `data splits` and the `tasks` group."""
     from .cli import data_app
@@ -193,4 +218,5 @@ def register(app: typer.Typer) -> None:
     data_app.command("splits")(splits_command)
     tasks_app.command("list")(list_command)
     tasks_app.command("show")(show_command)
+    tasks_app.command("import-lm-eval")(import_lm_eval_command)
     app.add_typer(tasks_app, name="tasks")

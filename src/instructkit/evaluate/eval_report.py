@@ -18,8 +18,9 @@ RESULTS_FILE = "results.json"  # runner.RESULTS_FILE; not imported from there, w
 
 NOISE_NOTE = (
     "Scores are 0–100 with 95% bootstrap intervals over the evaluated rows. A difference is called "
-    f"significant only when a paired sign-flip test over the same rows gives p < {sig.ALPHA}. With "
-    "few rows that differ the bootstrap interval is too narrow; the test is exact then, and decides."
+    f"significant only when a paired sign-flip test over the same rows gives p < {sig.ALPHA}; its 95% "
+    "interval is the set of shifts that same test does not reject, so it excludes 0 exactly when the "
+    "difference is significant. Per-task tests are also corrected for their number (Holm)."
 )
 
 
@@ -44,20 +45,24 @@ def run_label(results: dict[str, Any]) -> str:
 def markdown_table(runs: list[dict[str, Any]]) -> str:
     """Tasks × runs (score [95% CI]), then groups (normalized) and the normalized average; each later
     run also gets its difference from the first run and the paired test's verdict."""
-    return "\n".join(t.markdown() for t in report_tables(runs))
+    return "\n".join((f"{t.caption}\n\n" if t.caption else "") + t.markdown() for t in report_tables(runs))
 
 
 def report_tables(runs: list[dict[str, Any]]) -> list[Table]:
-    """The task table and the group table (ending with the normalized average)."""
+    """The task table (per later run: Δ, paired test, and the test after Holm's correction over the
+    tasks) and the group table (ending with the normalized average)."""
     labels = [run_label(r) for r in runs]
     vs = [f"Δ {label} − {labels[0]} [95% CI]" for label in labels[1:]]
-    tasks = Table(["task", "metric", "random"] + labels + [c for v in vs for c in (v, "paired test")], [])
-    for name in sorted({t for r in runs for t in r["tasks"]}):
+    names = sorted({t for r in runs for t in r["tasks"]})
+    holm = [f"after Holm ({label} − {labels[0]})" for label in labels[1:]]
+    columns = [c for v, h in zip(vs, holm) for c in (v, "paired test", h)]
+    tasks = Table(["task", "metric", "random"] + labels + columns, [])
+    per_run = [sig.with_holm([_task_diff(runs[0], r, name) for name in names]) for r in runs[1:]]
+    for i, name in enumerate(names):
         first = next(r["tasks"][name] for r in runs if name in r["tasks"])
         cells = [name, first["metric"], f"{first['random_baseline']:.1f}"]
         cells += [_task_cell(r["tasks"].get(name)) for r in runs]
-        diffs = [_task_diff(runs[0], r, name) for r in runs[1:]]
-        _add_row(tasks, cells, diffs)
+        _add_row(tasks, cells, [diffs[i] for diffs in per_run], holm=True)
     groups = Table(["group (normalized)"] + labels + [c for v in vs for c in (v, "paired test")], [])
     for g in sorted({g for r in runs for g in r.get("groups", {})}):
         cells = [g] + [sig.fmt_estimate(_group_estimate(r, g)) for r in runs]
@@ -70,19 +75,26 @@ def report_tables(runs: list[dict[str, Any]]) -> list[Table]:
         ["normalized average"] + [sig.fmt_estimate(e) for e in averages],
         [_average_diff(runs[0], r) for r in runs[1:]],
     )
+    if per_run:
+        tasks.caption = sig.family_note(per_run[-1])
     tasks.numeric, groups.numeric = _numeric(tasks, 2), _numeric(groups, 1)
     return [tasks, groups]
 
 
 def _numeric(table: Table, first: int) -> frozenset[int]:
     """Columns from `first` on hold numbers, except the paired tests' verdicts."""
-    return frozenset(i for i, c in enumerate(table.columns) if i >= first and c != "paired test")
+    return frozenset(
+        i
+        for i, c in enumerate(table.columns)
+        if i >= first and c != "paired test" and not c.startswith("after Holm")
+    )
 
 
-def _add_row(table: Table, cells: list[str], diffs: list[sig.Difference | None]) -> None:
-    """Append a row with one (Δ [CI], test) pair per later run; mark it if the last one is significant."""
+def _add_row(table: Table, cells: list[str], diffs: list[sig.Difference | None], holm: bool = False) -> None:
+    """Append a row with one (Δ [CI], test[, after Holm]) group per later run; mark it if the last
+    one is significant (after Holm's correction in a family)."""
     for d in diffs:
-        cells += [sig.fmt_diff(d), sig.fmt_test(d)]
+        cells += [sig.fmt_diff(d), sig.fmt_test(d)] + ([sig.fmt_holm(d)] if holm else [])
     table.rows.append(cells)
     table.marks.append(sig.mark(diffs[-1]) if diffs else "")
 
@@ -124,14 +136,15 @@ def _average_diff(a: dict[str, Any], b: dict[str, Any]) -> sig.Difference | None
 
 
 def write_report(runs: list[str | Path | dict[str, Any]], out_dir: str | Path) -> Path:
-    """Write report.md, report.html and charts (tasks.png, groups.png, normalized_average.png); return
-    report.md's path."""
+    """Write report.md, report.html and charts (tasks.png, groups.png); return report.md's path."""
     loaded = [load_run(r) for r in runs]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     charts = _charts(loaded, out)
     tasks, groups = report_tables(loaded)
-    sections = [
+    warned = warning_lines(loaded)
+    sections = [Section("Warnings", text=warned)] if warned else []
+    sections += [
         Section("Scores by task", text=[NOISE_NOTE], tables=[tasks]),
         Section("Scores by group", text=["Normalized: 0 is chance, 100 is perfect."], tables=[groups]),
         Section("Charts", charts=[(c.stem, c) for c in charts]),
@@ -141,6 +154,11 @@ def write_report(runs: list[str | Path | dict[str, Any]], out_dir: str | Path) -
     (out / "report.md").write_text(render_markdown(title, sections, base=out), encoding="utf-8")
     write_html(out / "report.html", title, sections, ", ".join(run_label(r) for r in loaded))
     return out / "report.md"
+
+
+def warning_lines(runs: list[dict[str, Any]]) -> list[str]:
+    """Each run's recorded warnings (results.json `warnings`, e.g. an adapter on another base), labelled."""
+    return [f"Warning ({run_label(r)}): {w}" for r in runs for w in r.get("warnings") or []]
 
 
 def _links(runs: list[dict[str, Any]]) -> list[tuple[str, Path]]:
@@ -156,43 +174,73 @@ def _links(runs: list[dict[str, Any]]) -> list[tuple[str, Path]]:
 
 
 def _charts(runs: list[dict[str, Any]], out: Path) -> list[Path]:
-    """tasks.png (score), groups.png and normalized_average.png (normalized): one bar per run."""
-    tasks = sorted({t for r in runs for t in r["tasks"]})
+    """tasks.png (score per task, one panel per group, chance = random baseline) and groups.png
+    (normalized per group, then the normalized average; chance = 0): a dot per run, 95% intervals."""
+    drawn = [charts.save(task_figure(runs), out / "tasks.png")]
+    if any(r.get("groups") for r in runs):
+        drawn.append(charts.save(group_figure(runs), out / "groups.png"))
+    return drawn
+
+
+def task_figure(runs: list[dict[str, Any]]):
+    """Score per task, a dot per run with the task's stored 95% interval, one panel per group."""
+    by_group: dict[str, list[str]] = {}
+    for name in sorted({t for r in runs for t in r["tasks"]}):
+        first = next(r["tasks"][name] for r in runs if name in r["tasks"])
+        by_group.setdefault(first.get("group") or "other", []).append(name)
+    panels = []
+    for group, names in sorted(by_group.items()):
+        rows = []
+        for name in names:
+            cells = [r["tasks"].get(name) for r in runs]
+            first = next(c for c in cells if c)
+            estimates = [_task_estimate(c) for c in cells]
+            rows.append(_score_row(name, estimates, first.get("random_baseline")))
+        panels.append(charts.Panel(group, rows, "score (task's metric, 0–100), 95% intervals"))
+    return charts.score_figure(panels, [run_label(r) for r in runs], title="Score by task")
+
+
+def group_figure(runs: list[dict[str, Any]]):
+    """Normalized score per group and the normalized average, a dot per run with its 95% interval."""
+    xlabel = "normalized score (0 = chance, 100 = perfect), 95% intervals"
     groups = sorted({g for r in runs for g in r.get("groups", {})})
-    series = {
-        "tasks": (tasks, [[r["tasks"].get(t, {}).get("score") for t in tasks] for r in runs], "score"),
-        "groups": (
-            groups,
-            [[r.get("groups", {}).get(g, {}).get("normalized") for g in groups] for r in runs],
-            "normalized score",
-        ),
-        "normalized_average": (
-            ["normalized average"],
-            [[r.get("normalized_average")] for r in runs],
-            "normalized score",
-        ),
-    }
-    labels = [run_label(r) for r in runs]
-    return [
-        charts.bars(
-            out / f"{name}.png",
-            cats,
-            [charts.Series(label, row) for label, row in zip(labels, values)],
-            ylabel=ylabel,
-        )
-        for name, (cats, values, ylabel) in series.items()
-        if cats
+    rows = [_score_row(g, [_group_estimate(r, g) for r in runs], 0.0) for g in groups]
+    averages = [
+        sig.estimate(r, sig.average_weights(r), r.get("normalized_average", sig.NAN), True) for r in runs
     ]
+    panels = [
+        charts.Panel("groups", rows, xlabel),
+        charts.Panel("overall", [_score_row("normalized average", averages, 0.0)], xlabel),
+    ]
+    return charts.score_figure(panels, [run_label(r) for r in runs], title="Normalized score by group")
+
+
+def _task_estimate(summary: dict[str, Any] | None) -> sig.Estimate | None:
+    if not summary:
+        return None
+    low, high = summary.get("ci95") or (sig.NAN, sig.NAN)
+    return sig.Estimate(summary["score"], low, high)
+
+
+def _score_row(label: str, estimates: list[sig.Estimate | None], chance: float | None) -> charts.ScoreRow:
+    return charts.ScoreRow(
+        label,
+        [e.value if e else None for e in estimates],
+        [(e.low, e.high) if e else (sig.NAN, sig.NAN) for e in estimates],
+        chance,
+    )
 
 
 def compare(a: str | Path | dict[str, Any], b: str | Path | dict[str, Any]) -> list[dict[str, Any]]:
     """Per shared task: scores A and B with their 95% intervals, B − A with its interval (paired when
-    both runs scored the same rows), the paired test's p-value and verdict."""
+    both runs scored the same rows), the paired test's p-value and verdict, and its Holm-adjusted
+    p-value over all the shared tasks (`holm_p`, `family`: how many tests)."""
     run_a, run_b = load_run(a), load_run(b)
     rows = []
-    for name in sorted(set(run_a["tasks"]) & set(run_b["tasks"])):
+    names = sorted(set(run_a["tasks"]) & set(run_b["tasks"]))
+    diffs = sig.with_holm([_task_diff(run_a, run_b, name) for name in names])
+    for name, diff in zip(names, diffs):
         ta, tb = run_a["tasks"][name], run_b["tasks"][name]
-        diff = _task_diff(run_a, run_b, name)
         rows.append(
             {
                 "task": name,
@@ -250,21 +298,25 @@ def _diff_fields(diff: sig.Difference) -> dict[str, Any]:
         "verdict": diff.verdict(),
         "paired_rows": diff.rows,
         "note": diff.note,
+        "holm_p": diff.holm_p,
+        "family": diff.family,
     }
 
 
 def compare_table(
     rows: list[dict[str, Any]], label_a: str = "A", label_b: str = "B", first: str = "task"
 ) -> Table:
-    """The comparison as a Table: A [CI], B [CI], Δ [CI], paired test; significant rows marked."""
+    """The comparison as a Table: A [CI], B [CI], Δ [CI], paired test (and the test after Holm's
+    correction when the rows are a family of tests); significant rows marked."""
+    family = max((r.get("family", 0) for r in rows), default=0)
     columns = [
         first,
         "metric",
         f"{label_a} [95% CI]",
         f"{label_b} [95% CI]",
-        "Δ (B−A) [95% CI]",
+        f"Δ {label_b} − {label_a} [95% CI]",
         "paired test",
-    ]
+    ] + ([f"after Holm ({family} tests)"] if family else [])
     table = Table(columns, [], frozenset({2, 3, 4}))
     for r in rows:
         diff = _row_difference(r)
@@ -277,8 +329,11 @@ def compare_table(
                 sig.fmt_diff(diff),
                 sig.fmt_test(diff),
             ]
+            + ([sig.fmt_holm(diff)] if family else [])
         )
         table.marks.append(sig.mark(diff))
+    if family:
+        table.caption = sig.family_note([_row_difference(r) for r in rows])
     return table
 
 
@@ -288,11 +343,12 @@ def compare_markdown(
     label_b: str = "B",
     groups: list[dict[str, Any]] | None = None,
 ) -> str:
-    """The comparison as Markdown: the task table, then the group table when given."""
+    """The comparison as Markdown: the task table (raw points), then the group table (normalized
+    points) when given; each table preceded by its caption."""
     tables = [compare_table(rows, label_a, label_b)] + (
-        [compare_table(groups, label_a, label_b, "group")] if groups else []
+        [compare_table(groups, label_a, label_b, "group (normalized)")] if groups else []
     )
-    return "\n".join(t.markdown() for t in tables)
+    return "\n".join((f"{t.caption}\n\n" if t.caption else "") + t.markdown() for t in tables)
 
 
 def write_compare(a: str | Path, b: str | Path, out: str | Path) -> tuple[Path, Path]:
@@ -304,15 +360,19 @@ def write_compare(a: str | Path, b: str | Path, out: str | Path) -> tuple[Path, 
     rows, groups = compare(run_a, run_b), compare_groups(run_a, run_b)
     average = groups[-1]
     sentence = sig.sentence(_row_difference(average), average["a"], average["b"], "normalized points")
+    chart = charts.save(delta_figure(rows, groups, label_a, label_b), out.with_suffix(".png"))
     sections = [
         Section(
             "Summary",
             text=[NOISE_NOTE],
             items=[(f"The normalized average of {label_b} vs {label_a}", sentence)],
         ),
-        Section("By task", tables=[compare_table(rows, label_a, label_b)]),
-        Section("By group (normalized)", tables=[compare_table(groups, label_a, label_b, "group")]),
-        Section("Differences", charts=[("B − A with 95% intervals", _delta_chart(out, rows + groups))]),
+        Section("By task (points)", tables=[compare_table(rows, label_a, label_b)]),
+        Section(
+            "By group (normalized points)",
+            tables=[compare_table(groups, label_a, label_b, "group (normalized)")],
+        ),
+        Section("Differences", charts=[(f"{label_b} − {label_a} with 95% intervals", chart)]),
         Section("Artifacts", links=_links([run_a, run_b])),
     ]
     title = f"Comparison: {label_b} vs {label_a}"
@@ -320,17 +380,35 @@ def write_compare(a: str | Path, b: str | Path, out: str | Path) -> tuple[Path, 
     return out, write_html(out.with_suffix(".html"), title, sections)
 
 
-def _delta_chart(out: Path, rows: list[dict[str, Any]]) -> Path:
-    """A forest plot beside `out`: each row's B − A with its 95% interval; significant ones in colour."""
-    return charts.deltas(
-        out.with_suffix(".png"),
-        [charts.Delta(r["task"], r["delta"], *r["ci95"], r["significant"]) for r in rows],
-        xlabel="B − A (points; normalized for groups); colour: significant (paired test)",
-    )
+def delta_figure(rows: list[dict[str, Any]], groups: list[dict[str, Any]], label_a: str, label_b: str):
+    """Forest plots of `label_b` − `label_a`: task rows in points (coloured when they survive Holm's
+    correction), group rows and the normalized average in normalized points."""
+    diff = f"{label_b} − {label_a}"
+    panels = [
+        charts.DeltaPanel(
+            f"tasks ({len(rows)})",
+            [charts.Delta(r["task"], r["delta"], *r["ci95"], _row_difference(r).survives) for r in rows],
+            f"{diff}, points of the task's metric; colour: significant after Holm's correction "
+            f"for {len(rows)} tests",
+        ),
+        charts.DeltaPanel(
+            "groups",
+            [charts.Delta(r["task"], r["delta"], *r["ci95"], r["significant"]) for r in groups],
+            f"{diff}, normalized points; colour: significant (paired test)",
+        ),
+    ]
+    return charts.delta_figure(panels, title=f"{diff} with 95% intervals")
 
 
 def _row_difference(row: dict[str, Any]) -> sig.Difference:
     low, high = row["ci95"]
     return sig.Difference(
-        row["delta"], low, high, row.get("p"), row.get("paired_rows", 0), row.get("note", "")
+        row["delta"],
+        low,
+        high,
+        row.get("p"),
+        row.get("paired_rows", 0),
+        row.get("note", ""),
+        row.get("holm_p"),
+        row.get("family", 0),
     )

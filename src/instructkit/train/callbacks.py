@@ -17,6 +17,11 @@ METRIC_KEYS = {
     "tokens": "tokens",
     "trainable_tokens": "trainable_tokens",
     "epoch": "epoch",
+    # preference tuning (train/preference.py), as TRL names them
+    "rewards/chosen": "rewards/chosen",
+    "rewards/rejected": "rewards/rejected",
+    "rewards/margins": "rewards/margins",
+    "rewards/accuracies": "rewards/accuracies",
 }
 
 

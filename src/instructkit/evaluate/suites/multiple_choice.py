@@ -3,6 +3,7 @@ PIQA, MMLU (5-shot from dev), ARC (Easy/Challenge), BoolQ and HellaSwag."""
 
 from __future__ import annotations
 
+import csv
 import re
 from pathlib import Path
 
@@ -37,9 +38,17 @@ def load_mmlu(
     split: str = "test",
     **_: object,
 ) -> list[EvalTask]:
-    """MMLU: one task per subject, exemplars from its dev split, answers ' A'…' D' (lm-eval mmlu)."""
-    test = split_rows(local, split, "cais/mmlu", "all")
-    dev = split_rows(local, "dev", "cais/mmlu", "all")
+    """MMLU: one task per subject, exemplars from its dev split, answers ' A'…' D' (lm-eval mmlu).
+
+    Local files are either the original release's `<split>/<subject>_<split>.csv` (what
+    ../shared/data/mmlu holds: the subjects present are the ones evaluated) or `<split>.jsonl`
+    rows in the hub's layout (`subject`, `question`, `choices`, `answer`).
+    """
+    if local is not None and (local / split).is_dir():
+        test, dev = read_mmlu_csv(local, split, subjects), read_mmlu_csv(local, "dev", subjects)
+    else:
+        test = split_rows(local, split, "cais/mmlu", "all")
+        dev = split_rows(local, "dev", "cais/mmlu", "all")
     names = subjects or sorted({r["subject"] for r in test})
     return [
         _mmlu_task(
@@ -51,6 +60,31 @@ def load_mmlu(
         )
         for s in names
     ]
+
+
+def read_mmlu_csv(local: Path, split: str, subjects: list[str] | None) -> list[dict]:
+    """Rows of the original MMLU CSV files (question, four choices, answer letter; no header) in the
+    hub's layout; every requested subject must have its file."""
+    folder = local / split
+    found = {p.name[: -len(f"_{split}.csv")]: p for p in sorted(folder.glob(f"*_{split}.csv"))}
+    missing = sorted(set(subjects or []) - set(found))
+    if missing:
+        raise InstructkitError(
+            f"{folder}: no {split} file for MMLU subjects {missing} (present: {', '.join(found) or 'none'})"
+        )
+    rows = []
+    for subject in subjects or list(found):
+        with found[subject].open(encoding="utf-8", newline="") as handle:
+            for i, record in enumerate(csv.reader(handle), 1):
+                if len(record) != 6:
+                    raise BadRowError(str(found[subject]), i, "columns", f"{len(record)} columns, expected 6")
+                if record[5].strip() not in ("A", "B", "C", "D"):
+                    raise BadRowError(str(found[subject]), i, "answer", f"{record[5]!r} is not A-D")
+                answer = "ABCD".index(record[5].strip())
+                rows.append(
+                    {"subject": subject, "question": record[0], "choices": record[1:5], "answer": answer}
+                )
+    return rows
 
 
 def _mmlu_task(subject: str, rows: list[dict], dev: list[dict], k: int, source: str) -> EvalTask:

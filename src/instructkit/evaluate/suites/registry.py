@@ -1,5 +1,10 @@
 """Benchmarks by name and suites (YAML): which loader builds which tasks, and where local files live.
 
+Before anything loads, the benchmarks a run names are announced with where each comes from (a
+local folder under --data-dir, or the hub). A part of a *suite* that needs the unreachable hub is
+left out and named (the suite runs on what the data directory holds); a benchmark asked for by
+name (`-t tydiqa`) must load.
+
 A suite file lists entries, each either a benchmark with options or a catalog task:
 
     name: my-suite
@@ -17,7 +22,8 @@ from typing import Any
 
 import yaml
 
-from ...errors import InstructkitError
+from ...errors import HubUnreachableError, InstructkitError
+from ...progress import log_event
 from ..spec import EvalTask
 from .bbh import load_bbh
 from .math import load_aqua, load_gsm8k, load_mgsm
@@ -27,20 +33,20 @@ from .open_qa import load_humaneval, load_tydiqa
 
 Loader = Callable[..., list[EvalTask]]
 
-# name → (loader, folder under --data-dir holding its local files)
-BENCHMARKS: dict[str, tuple[Loader, str]] = {
-    "bbh": (load_bbh, "bbh"),
-    "gsm8k": (load_gsm8k, "gsm8k"),
-    "mgsm": (load_mgsm, "mgsm"),
-    "aqua": (load_aqua, "aqua"),
-    "piqa": (load_piqa, "piqa"),
-    "mmlu": (load_mmlu, "mmlu"),
-    "tydiqa": (load_tydiqa, "tydiqa"),
-    "arc": (load_arc, "arc"),
-    "boolq": (load_boolq, "boolq"),
-    "hellaswag": (load_hellaswag, "hellaswag"),
-    "humaneval": (load_humaneval, "humaneval"),
-    "open_ended": (load_open_ended, "self_instruct"),
+# name → (loader, folder under --data-dir holding its local files, hub dataset read without them)
+BENCHMARKS: dict[str, tuple[Loader, str, str | None]] = {
+    "bbh": (load_bbh, "bbh", None),
+    "gsm8k": (load_gsm8k, "gsm8k", "openai/gsm8k"),
+    "mgsm": (load_mgsm, "mgsm", None),
+    "aqua": (load_aqua, "aqua", None),
+    "piqa": (load_piqa, "piqa", "baber/piqa"),
+    "mmlu": (load_mmlu, "mmlu", "cais/mmlu"),
+    "tydiqa": (load_tydiqa, "tydiqa", "google-research-datasets/tydiqa"),
+    "arc": (load_arc, "arc", "allenai/ai2_arc"),
+    "boolq": (load_boolq, "boolq", "google/boolq"),
+    "hellaswag": (load_hellaswag, "hellaswag", "Rowan/hellaswag"),
+    "humaneval": (load_humaneval, "humaneval", "openai/openai_humaneval"),
+    "open_ended": (load_open_ended, "self_instruct", None),
 }
 
 SUITE_DIR = Path(__file__).parent
@@ -57,9 +63,38 @@ def load_benchmark(name: str, data_dir: Path | None = None, **options: Any) -> l
     """Tasks of one benchmark, reading `<data_dir>/<folder>` when it exists and the hub otherwise."""
     if name not in BENCHMARKS:
         raise InstructkitError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
-    loader, folder = BENCHMARKS[name]
-    local = Path(data_dir) / folder if data_dir is not None and (Path(data_dir) / folder).is_dir() else None
-    return loader(local, **options)
+    return BENCHMARKS[name][0](local_folder(name, data_dir), **options)
+
+
+def local_folder(name: str, data_dir: Path | None) -> Path | None:
+    """`<data_dir>/<folder>` of a benchmark when that folder exists, else None (the hub, if it has one)."""
+    folder = Path(data_dir) / BENCHMARKS[name][1] if data_dir is not None else None
+    return folder if folder is not None and folder.is_dir() else None
+
+
+def source_plan(entries: list[dict[str, Any]], data_dir: Path | None) -> list[str]:
+    """One line per suite (and one for benchmarks named alone): which parts read local files, which
+    need the hub, and which have neither; computed from folder names only, before anything loads."""
+    plans: dict[str, dict[str, list[str]]] = {}
+    for entry in entries:
+        name = entry.get("benchmark")
+        if name not in BENCHMARKS:
+            continue
+        plan = plans.setdefault(f"suite {entry['suite']}" if entry.get("suite") else "benchmarks", {})
+        hub = BENCHMARKS[name][2]
+        if local_folder(name, data_dir) is not None:
+            kind = f"from {data_dir}"
+        elif hub:
+            kind, name = "from the hub", f"{name} ({hub})"
+        else:
+            kind = f"missing (no {BENCHMARKS[name][1]}/ folder under --data-dir, and not on the hub)"
+        plan.setdefault(kind, [])
+        if name not in plan[kind]:
+            plan[kind].append(name)
+    return [
+        f"{who}: " + "; ".join(f"{kind}: {', '.join(names)}" for kind, names in plan.items())
+        for who, plan in plans.items()
+    ]
 
 
 def read_suite(name_or_path: str) -> dict[str, Any]:
@@ -79,25 +114,45 @@ def read_suite(name_or_path: str) -> dict[str, Any]:
         if not isinstance(entry, dict) or not ({"benchmark", "catalog"} & entry.keys()):
             raise InstructkitError(f"{path}: tasks[{i}]: each entry needs 'benchmark' or 'catalog'")
     spec.setdefault("name", path.stem)
+    for entry in spec["tasks"]:
+        entry.setdefault("suite", spec["name"])  # a suite's parts may be left out when the hub is unreachable
     return spec
 
 
 def tasks_from_entries(entries: list[dict[str, Any]], data_dir: Path | None = None) -> list[EvalTask]:
-    """Build every task a suite (or a --tasks list) names."""
+    """Build every task a suite (or a --tasks list) names, saying first where each benchmark comes from."""
+    for line in source_plan(entries, data_dir):
+        log_event("eval", line)
     tasks: list[EvalTask] = []
     for entry in entries:
-        options = {k: v for k, v in entry.items() if k not in ("benchmark", "catalog", *TASK_OVERRIDES)}
-        if "catalog" in entry:
-            from ..catalog_tasks import load_catalog_task
-
-            built = load_catalog_task(entry["catalog"], data_dir=data_dir, **options)
-        else:
-            built = load_benchmark(entry["benchmark"], data_dir, **options)
+        built = _entry_tasks(entry, data_dir)
         for task in built:
             for key in TASK_OVERRIDES & entry.keys():
                 setattr(task, key, tuple(entry[key]) if key == "stop" else entry[key])
         tasks += built
     return tasks
+
+
+def _entry_tasks(entry: dict[str, Any], data_dir: Path | None) -> list[EvalTask]:
+    """The tasks of one entry; a suite's benchmark that needs the unreachable hub gives none, said aloud."""
+    options = {k: v for k, v in entry.items() if k not in ("benchmark", "catalog", "suite", *TASK_OVERRIDES)}
+    if "catalog" in entry:
+        from ..catalog_tasks import load_catalog_task
+
+        return load_catalog_task(entry["catalog"], data_dir=data_dir, **options)
+    try:
+        return load_benchmark(entry["benchmark"], data_dir, **options)
+    except HubUnreachableError:
+        if not entry.get("suite"):
+            raise
+        _, folder, hub = BENCHMARKS[entry["benchmark"]]
+        where = f"{data_dir} has no {folder}/ folder" if data_dir else "no --data-dir was given"
+        log_event(
+            "eval",
+            f"suite {entry['suite']}: {entry['benchmark']} left out: {where} and the hub ({hub}) "
+            "cannot be reached",
+        )
+        return []
 
 
 def parse_task_spec(spec: str) -> dict[str, Any]:
