@@ -33,6 +33,9 @@ RECORDED_KEYS = {
     "use_cache",
     "allow_code_execution",
     "bootstrap",
+    "lm_eval_tasks",
+    "lm_eval_include",
+    "allow_base_mismatch",
 }
 # Option names `eval run` had before its options were derived; scripts type them.
 KNOWN_OPTIONS = [

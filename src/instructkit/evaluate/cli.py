@@ -10,14 +10,14 @@ from rich.console import Console
 
 from ..cli_options import options_from
 from ..errors import InstructkitError
-from ..executors import EXECUTOR_HELP, RAY_ADDRESS_HELP, check_executor
+from ..executors import ExecutorSettings
 from .config import EvalConfig
 
 eval_app = typer.Typer(
     help="Evaluate models: held-out catalog tasks and benchmark suites (flan, tulu, YAML).",
     no_args_is_help=True,
 )
-console = Console()
+console = Console(soft_wrap=True)  # Markdown tables piped to a file stay one line per row
 
 
 def register(app: typer.Typer) -> None:
@@ -29,80 +29,81 @@ def register(app: typer.Typer) -> None:
 ALIASES = {"tasks": ["-t"]}
 
 
+def split_task_list(specs: list[str]) -> list[str]:
+    """lm-eval's `--tasks a,b` as two specs; a `key=value` after a comma stays an option of its spec.
+
+    `gsm8k:cot=true,num_fewshot=8,mmlu` → `gsm8k:cot=true,num_fewshot=8` and `mmlu`.
+    """
+    out: list[str] = []
+    for spec in specs:
+        first = True
+        for piece in filter(None, (p.strip() for p in spec.split(","))):
+            is_option = "=" in piece and ":" not in piece.split("=", 1)[0]
+            if is_option and not first:
+                out[-1] += ("," if ":" in out[-1] else ":") + piece
+            else:
+                out.append(piece)
+            first = False
+    return out
+
+
 @eval_app.command("run")
-@options_from(EvalConfig, aliases=ALIASES)
+@options_from(EvalConfig, ExecutorSettings, aliases=ALIASES)
 def run_cmd(
     fields: dict,
+    where: ExecutorSettings,
     model: str = typer.Option(
         ..., help="model directory or hub id (transformers), or a base URL with --backend openai"
     ),
-    out: Path = typer.Option(..., help="run directory: results.json, samples/, cache.sqlite (resumes)"),
+    out: Path = typer.Option(
+        ..., "--out", "--output-path", help="run directory: results.json, samples/, cache.sqlite (resumes)"
+    ),
     backend: str = typer.Option("hf", help="hf | vllm | openai"),
     served_model: str = typer.Option("", help="model name sent to an OpenAI-compatible endpoint"),
-    executor: str = typer.Option("local", help=EXECUTOR_HELP),
-    ray_address: str = typer.Option(None, help=RAY_ADDRESS_HELP),
 ) -> None:
     """Evaluate MODEL on a suite and/or tasks; prints the summary table."""
+    from .backends.load import load_backend
     from .eval_report import markdown_table
     from .runner import eval_config, evaluate
 
+    if fields.get("tasks"):
+        fields["tasks"] = split_task_list(fields["tasks"])
     config = eval_config(**fields)
-    if not config.suite and not config.tasks:
-        raise InstructkitError("give --suite or at least one --tasks")
-    if check_executor(executor, ray_address) == "ray":  # one model per actor, requests split across them
-        engine = _ray_backend(backend, model, served_model, config, ray_address)
+    if not config.suite and not config.tasks and not config.lm_eval_tasks:
+        raise InstructkitError("give --suite, --tasks or --lm-eval-tasks")
+    if where.checked() == "ray":  # one model per actor, requests split across them
+        engine = _ray_backend(backend, model, served_model, config, where.ray_address)
     else:
-        engine = _backend(backend, model, served_model, config.batch_size, **_hf_only(config))
+        engine = load_backend(
+            backend, model, batch_size=config.batch_size, served_model=served_model, **_hf_only(config)
+        )
     results = evaluate(engine, config=config, out_dir=out)
     console.print(markdown_table([dict(results, _dir=str(out))]))
     console.print(f"results: {out / 'results.json'}")
 
 
 def _hf_only(config: EvalConfig) -> dict:
-    """The settings only the hf backend takes (each a performance or reproducibility switch)."""
-    return {"deterministic": config.deterministic, "max_batch_tokens": config.max_batch_tokens}
-
-
-def _backend(
-    kind: str,
-    model: str,
-    served_model: str,
-    batch_size: int,
-    deterministic: bool = False,
-    max_batch_tokens: int | None = None,
-):
-    """The scoring backend `--backend` names; hf-only settings given to another backend are refused."""
-    if kind != "hf" and (deterministic or max_batch_tokens is not None):
-        flag = "--deterministic" if deterministic else "--max-batch-tokens"
-        raise InstructkitError(f"{flag} is supported by --backend hf only, not {kind!r}")
-    if kind == "hf":
-        from .backends.hf import HFBackend
-
-        return HFBackend.from_pretrained(
-            model, batch_size=batch_size, deterministic=deterministic, max_batch_tokens=max_batch_tokens
-        )
-    if kind == "vllm":
-        from .backends.vllm import VLLMBackend
-
-        return VLLMBackend(model)
-    if kind == "openai":
-        from .backends.openai_compat import OpenAICompatBackend
-
-        return OpenAICompatBackend(model, served_model or "default")
-    raise InstructkitError(f"unknown backend {kind!r}; backends: hf, vllm, openai")
+    """The settings only the hf backend takes (performance, reproducibility, an adapter's base)."""
+    return {
+        "deterministic": config.deterministic,
+        "max_batch_tokens": config.max_batch_tokens,
+        "allow_base_mismatch": config.allow_base_mismatch,
+    }
 
 
 def _ray_backend(kind: str, model: str, served: str, config: EvalConfig, address: str | None):
-    """`_backend` built once in each actor of a Ray pool (instructkit.executors.ray_eval)."""
+    """The backend built once in each actor of a Ray pool (instructkit.executors.ray_eval)."""
     import functools
 
     from ..executors.ray_eval import ray_backend
+    from .backends.load import load_backend
 
     if kind == "openai":
         raise InstructkitError(
             "--executor ray runs local models (hf, vllm); an OpenAI endpoint scales itself"
         )
-    factory = functools.partial(_backend, kind, model, served, config.batch_size, **_hf_only(config))
+    options = {"batch_size": config.batch_size, "served_model": served, **_hf_only(config)}
+    factory = functools.partial(load_backend, kind, model, **options)
     return ray_backend(factory, address, gpu=kind == "vllm")
 
 
@@ -145,13 +146,14 @@ def judge_cmd(
     task: str = typer.Option("open_ended", help="task whose samples are compared"),
 ) -> None:
     """Pairwise win rate of B over A on open-ended outputs, each pair judged in both orders."""
+    from .backends.load import load_backend
     from .judge import pairwise_win_rate
 
     rows_a, rows_b = _samples(a, task), _samples(b, task)
     ids = [i for i in rows_a if i in rows_b]
     prompts = _instructions(b, task, ids)
     result = pairwise_win_rate(
-        _backend(backend, judge_model, served_model, 8),
+        load_backend(backend, judge_model, batch_size=8, served_model=served_model),
         prompts,
         [rows_a[i]["output"] for i in ids],
         [rows_b[i]["output"] for i in ids],

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 PromptStyle = Literal["base", "chat", "chat_multiturn"]
 
@@ -61,6 +61,28 @@ class EvalConfig(EvalSettings):
         False, description="Run generated code against the task's tests (HumanEval)."
     )
     bootstrap: int = Field(1000, ge=1, description="Bootstrap resamples of each task's 95% interval.")
+    allow_base_mismatch: bool = Field(
+        False,
+        description="hf only: evaluate a LoRA adapter on a base whose content differs from the one it "
+        "was trained on (refused by default; a warning in results.json and the report names both).",
+    )
+    lm_eval_tasks: list[str] = Field(
+        default_factory=list,
+        description="lm-evaluation-harness tasks (comma list, e.g. piqa,arc_easy,gsm8k), run with "
+        "lm-eval's own prompts, filters and metrics on the hf backend; --limit applies.",
+    )
+    lm_eval_include: list[str] = Field(
+        default_factory=list, description="Folders (or files) of extra lm-eval task YAMLs."
+    )
+
+    @field_validator("lm_eval_tasks", "lm_eval_include", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        """`piqa,gsm8k` (one option value, or a YAML string) as two names."""
+        items = [value] if isinstance(value, str) else value
+        if isinstance(items, (list, tuple)):
+            return [p.strip() for item in items for p in str(item).split(",") if p.strip()]
+        return value
 
 
 class EvalSetSpec(BaseModel):

@@ -3,7 +3,6 @@ results.json (model, data hashes, versions, config) plus samples/<task>.jsonl pe
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import time
@@ -11,10 +10,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from ..errors import InstructkitError
+from ..fingerprint import sha256_hex
 from ..progress import Progress
+from ..settings_io import validate
 from .backends.base import Backend
 from .cache import CachedBackend, RequestCache
 from .config import EvalConfig
@@ -29,35 +28,33 @@ RESULTS_FILE = "results.json"
 def evaluate(
     model: Any,
     tokenizer: Any = None,
-    tasks: list[EvalTask] | list[str] | None = None,
-    suite: str | None = None,
-    out_dir: str | Path | None = None,
-    batch_size: int = 16,
+    tasks: list[EvalTask] | None = None,
+    *,
     config: EvalConfig | None = None,
-    **overrides: Any,
+    out_dir: str | Path | None = None,
+    warnings: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a model (path, HF model object with `tokenizer`, or Backend) on tasks or a suite.
+    """Evaluate a model (path, HF model object with `tokenizer`, or Backend) on tasks and a suite.
 
-    `tasks` may be EvalTask objects (e.g. catalog tasks built by the pipeline) or benchmark specs.
-    Returns the results dict; with `out_dir`, also writes results.json, samples/ and cache.sqlite.
+    Settings come one way, as `config` (default: `EvalConfig()`): its suite and benchmark specs
+    (`config.tasks`) are built here; `tasks` adds EvalTask objects built elsewhere (e.g. a recipe's
+    catalog tasks). Returns the results dict; with `out_dir`, also writes results.json, samples/
+    and cache.sqlite. `warnings` (e.g. from loading `model` here) are recorded with the backend's own.
     """
-    config = config or eval_config(suite=suite, batch_size=batch_size, **overrides)
-    task_objs = [t for t in tasks or [] if isinstance(t, EvalTask)]
-    named = [t for t in tasks or [] if isinstance(t, str)]
-    if named and not config.tasks:
-        config = config.model_copy(update={"tasks": named})
-    task_objs += build_tasks(config)
+    config = config or EvalConfig()
+    specs = [t for t in tasks or [] if not isinstance(t, EvalTask)]
+    if specs:
+        raise InstructkitError(
+            f"evaluate(tasks=...) takes EvalTask objects; benchmark specs {specs} go in EvalConfig(tasks=...)"
+        )
+    task_objs = list(tasks or []) + build_tasks(config)
     backend = make_backend(model, tokenizer, config)
-    return run_tasks(backend, task_objs, config, Path(out_dir) if out_dir else None)
+    return run_tasks(backend, task_objs, config, Path(out_dir) if out_dir else None, warnings)
 
 
 def eval_config(**fields: Any) -> EvalConfig:
     """An EvalConfig from keyword settings; a wrong name or value is an error naming the field."""
-    try:
-        return EvalConfig(**fields)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise InstructkitError(f"evaluation settings: {problems}") from None
+    return validate(EvalConfig, fields, "evaluation settings")
 
 
 def build_tasks(config: EvalConfig) -> list[EvalTask]:
@@ -76,8 +73,9 @@ def build_tasks(config: EvalConfig) -> list[EvalTask]:
 
 
 def make_backend(model: Any, tokenizer: Any, config: EvalConfig) -> Backend:
-    """A Backend from a Backend, a transformers model + tokenizer, or a path / hub id."""
-    from .backends.hf import HFBackend
+    """A Backend from a Backend, or an hf one (the backend factory) for a transformers model +
+    tokenizer or a path / hub id."""
+    from .backends.load import load_backend
 
     if isinstance(model, Backend):
         if config.deterministic and not getattr(model, "deterministic", False):
@@ -86,25 +84,34 @@ def make_backend(model: Any, tokenizer: Any, config: EvalConfig) -> Backend:
                 f"{type(model).__name__} was not (only the hf backend supports it)"
             )
         return model
-    sizes = {
-        "batch_size": config.batch_size,
-        "max_batch_tokens": config.max_batch_tokens,
-        "deterministic": config.deterministic,
-    }
-    if isinstance(model, (str, Path)):
-        return HFBackend.from_pretrained(str(model), **sizes)
-    return HFBackend(model, tokenizer, **sizes)
+    return load_backend(
+        "hf",
+        model,
+        tokenizer=tokenizer,
+        batch_size=config.batch_size,
+        max_batch_tokens=config.max_batch_tokens,
+        deterministic=config.deterministic,
+        allow_base_mismatch=config.allow_base_mismatch,
+    )
 
 
 def run_tasks(
-    backend: Backend, tasks: list[EvalTask], config: EvalConfig, out_dir: Path | None
+    backend: Backend,
+    tasks: list[EvalTask],
+    config: EvalConfig,
+    out_dir: Path | None,
+    warnings: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Score each task (resuming from the cache in out_dir), aggregate, write and return results."""
+    """Score each task (resuming from the cache in out_dir), aggregate, write and return results.
+
+    `warnings` (the backend's, then the caller's) are recorded, so the reports show them.
+    """
     cache = RequestCache(out_dir / "cache.sqlite") if out_dir and config.use_cache else None
     scorer = CachedBackend(backend, cache) if cache is not None else backend
     results: dict[str, Any] = {
         "model": backend.fingerprint(),
         "config": config.model_dump(mode="json"),
+        "warnings": [*backend.warnings, *(warnings or [])],
         "tasks": {},
         "versions": _versions(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -124,6 +131,8 @@ def run_tasks(
         bar.close()
         if cache is not None:
             cache.close()
+    if config.lm_eval_tasks:
+        _run_lm_eval(backend, config, out_dir, results)
     results["groups"] = group_summary(results["tasks"])
     results["clusters"] = group_summary(results["tasks"], key="cluster")
     results["normalized_average"] = macro_average([g["normalized"] for g in results["groups"].values()])
@@ -159,6 +168,19 @@ def task_summary(
     }
 
 
+def _run_lm_eval(backend: Backend, config: EvalConfig, out_dir: Path | None, results: dict) -> None:
+    """lm-eval's tasks on the same backend (not through the request cache), as per-row task results."""
+    import tempfile
+
+    from .lm_eval_tasks import run_lm_eval
+
+    with tempfile.TemporaryDirectory() as scratch:
+        for name, records, summary in run_lm_eval(backend, config, out_dir or Path(scratch)):
+            results["tasks"][name] = summary
+            if out_dir:
+                _write_samples(out_dir, name, records)
+
+
 def group_summary(tasks: dict[str, dict[str, Any]], key: str = "group") -> dict[str, dict[str, float]]:
     """Macro averages of score and normalized score per group (e.g. the 27 BBH tasks) or per cluster."""
     groups: dict[str, list[dict[str, Any]]] = {}
@@ -188,7 +210,7 @@ def data_hash(task: EvalTask) -> str:
         ensure_ascii=False,
         default=str,
     )
-    return hashlib.sha256(payload.encode()).hexdigest()
+    return sha256_hex(payload)
 
 
 def _write_samples(out_dir: Path, name: str, records: list[dict]) -> None:
