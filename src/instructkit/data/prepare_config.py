@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_serializer
 
 LossOn = Literal["assistant", "last_assistant", "all"]
 Overlong = Literal["truncate", "drop", "split"]
 OnError = Literal["raise", "skip"]
 ControlTokens = Literal["text", "refuse"]
+# Settings of encoder-decoder (seq2seq) data only; left out of every dump while unset, so adding them
+# changed nothing recorded for causal data (prepare.json, stage keys).
+SEQ2SEQ_FIELDS = ("max_source_length", "max_target_length")
 
 
 class PrepareSettings(BaseModel):
@@ -29,6 +32,18 @@ class PrepareSettings(BaseModel):
         "In a recipe, unset means the training model's own tokenizer.",
     )
     max_length: int = Field(2048, ge=8, description="Token limit of one example (and of one pack).")
+    max_source_length: int | None = Field(
+        None,
+        ge=2,
+        description="Encoder-decoder models: token limit of an example's input (and of a pack's "
+        "encoder row); unset: max_length.",
+    )
+    max_target_length: int | None = Field(
+        None,
+        ge=2,
+        description="Encoder-decoder models: token limit of an example's target (and of a pack's "
+        "decoder row); unset: max_length.",
+    )
     pack: bool = Field(False, description="Pack examples with global best-fit decreasing.")
     chat_template: str | None = Field(
         None, description="tulu | chatml | llama3 | plain | a Jinja string; unset: the tokenizer's own."
@@ -56,6 +71,19 @@ class PrepareSettings(BaseModel):
     )
     num_proc: int = Field(1, ge=1, description="Processes for tokenization (the output does not change).")
     trust_remote_code: bool = Field(False, description="Allow tokenizer code from the hub (off by default).")
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_seq2seq(self, handler):
+        """Seq2seq length limits appear in dumps only when set (see SEQ2SEQ_FIELDS)."""
+        data = handler(self)
+        for name in SEQ2SEQ_FIELDS:
+            if data.get(name) is None:
+                data.pop(name, None)
+        return data
+
+    def seq2seq_limits(self) -> tuple[int, int]:
+        """(encoder, decoder) token limits of encoder-decoder data: each its own field, else max_length."""
+        return self.max_source_length or self.max_length, self.max_target_length or self.max_length
 
 
 class PrepareConfig(PrepareSettings):

@@ -4,6 +4,7 @@ dataset and its collator, `TrainingArguments`, the precision, and the config as 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -33,14 +34,17 @@ def is_rank_zero() -> bool:
 
 
 def build_model(config, data: PreparedData):
-    """Load the model and tokenizer, apply LoRA/QLoRA, and check packed isolation when packing."""
-    from rich.console import Console
+    """Load the model and tokenizer, apply LoRA/QLoRA, and check packed isolation when packing.
 
+    An adapter as `config.model` has had its base checked by the caller (`run.train`, which records
+    the warnings in train_config.json and the model card).
+    """
     from ..models.identity import check_data_matches_model, check_vocab_fits
     from ..models.loading import TRAIN_DTYPE, check_max_length, load_model_and_tokenizer
+    from ..progress import log_event
     from .attention import training_attention
-    from .collators import assert_packed_isolation
-    from .lora import apply_lora
+    from .collators import assert_seq2seq_isolation, packed_attention_preflight
+    from .lora import adapt_model, adapter_notes, record_base
 
     tokenizer_dir = str(data.tokenizer_dir) if data.tokenizer_dir else None
     max_length = int(data.meta.get("max_length", 4096))
@@ -48,33 +52,102 @@ def build_model(config, data: PreparedData):
         str(config.data), data.meta, tokenizer_dir, config.model, config.trust_remote_code
     )
     check_max_length(config.model, max_length, config.trust_remote_code)
+    seq2seq = data.meta.get("model_kind") == "seq2seq"  # encoder-decoder pairs (data/seq2seq.py)
+    adapter, base = _adapter_and_base(config.model)  # an adapter loads as its base, then `adapt_model`
+    notes += adapter_notes(config, adapter, base)
     model, tokenizer = load_model_and_tokenizer(
-        config.model,
-        tokenizer_dir,
+        base,
+        tokenizer_dir or (str(config.model) if adapter else None),  # the adapter folder's tokenizer
         trust_remote_code=config.trust_remote_code,
-        attn_implementation=training_attention(config.attn_implementation, data.packed),
+        attn_implementation=(
+            seq2seq_attention(config.attn_implementation)
+            if seq2seq
+            else training_attention(config.attn_implementation, data.packed)
+        ),
         quantize_4bit=config.method == "qlora",
         max_length=max_length,
         tiny_seed=config.tiny_seed,
         dtype=TRAIN_DTYPE,  # fp32 master weights whatever the checkpoint's dtype; bf16 runs autocast
     )
     check_vocab_fits(tokenizer, model, config.model)
+    check_model_kind(config, data, model)
     if is_rank_zero():
         for note in notes:
-            Console(stderr=True).print(f"[yellow]note:[/] {note}", highlight=False)
+            log_event("train", f"note: {note}")
+        log_event("train", describe_model_kind(model))
+        record_base(config, model, adapter)  # before LoRA wraps it: the base, as the adapter will need it
     model.config.use_cache = False  # a KV cache in the forward pass disables packed-sequence masks
-    if config.method in ("lora", "qlora"):
-        model = apply_lora(
-            model,
-            config.lora_r,
-            config.lora_alpha,
-            config.lora_dropout,
-            config.lora_target_modules,
-            qlora=config.method == "qlora",
+    model = adapt_model(model, config, adapter)  # a new LoRA, the adapter continued or merged (full)
+    if data.packed and seq2seq and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from ..errors import InstructkitError
+
+        raise InstructkitError(
+            "packed encoder-decoder rows train in one process only for now (the encoder runs outside "
+            "the distributed wrapper); prepare the data without --pack or train on one device"
         )
-    if data.packed:
-        assert_packed_isolation(model)
+    if data.packed and seq2seq:
+        assert_seq2seq_isolation(model)  # the three 4-D masks, checked on the real model
+    elif data.packed:
+        packed_attention_preflight(model, config.attn_implementation)  # varlen kept only if isolated
     return model, tokenizer
+
+
+def seq2seq_attention(requested: str | None) -> str:
+    """The attention an encoder-decoder run uses: the one asked for, else sdpa (T5's packed rows need
+    4-D masks, which sdpa and eager take; `collators.assert_seq2seq_isolation` refuses any other)."""
+    return requested or "sdpa"
+
+
+# T5-family model types: pretrained in bf16, their activations overflow fp16 (inf/NaN losses).
+FP16_OVERFLOW_TYPES = ("t5", "mt5", "umt5", "longt5", "switch_transformers")
+
+
+def check_model_kind(config, data: PreparedData, model) -> None:
+    """Refuse data prepared for one kind of model (causal / seq2seq) trained on the other, and fp16 for
+    T5, whose activations overflow in fp16 (use bf16 where the hardware has it, else fp32)."""
+    from ..errors import InstructkitError
+    from ..models.loading import model_kind
+
+    data_kind = data.meta.get("model_kind", "causal")
+    kind = model_kind(model.config)
+    if kind != data_kind:
+        raise InstructkitError(
+            f"{config.data}: prepared for a {data_kind} model, but {config.model!r} is {kind}; prepare the "
+            f"data with this model's tokenizer (`data prepare --tokenizer {config.model}`)"
+        )
+    if kind == "seq2seq" and config.objective != "sft":
+        raise InstructkitError(
+            f"--objective {config.objective} is not supported for encoder-decoder models; use sft"
+        )
+    model_type = getattr(model.config, "model_type", "")
+    if resolve_precision(config.precision) == "fp16" and model_type in FP16_OVERFLOW_TYPES:
+        raise InstructkitError(
+            f"--precision fp16 refused for {config.model!r} ({model_type}): T5 models were pretrained in "
+            "bf16 and their activations overflow fp16's range (inf/NaN losses); use --precision bf16 "
+            "on hardware that has it, else fp32"
+        )
+
+
+def describe_model_kind(model) -> str:
+    """The log line that says which kind of model runs and how its labels are read."""
+    from ..models.loading import model_kind
+
+    name = type(model).__name__
+    if model_kind(model.config) == "seq2seq":
+        return (
+            f"model: encoder-decoder ({name}); loss on the decoder's targets, decoder inputs = targets "
+            "shifted right from the decoder start token"
+        )
+    return f"model: decoder-only ({name}); loss on the labelled next tokens"
+
+
+def _adapter_and_base(model: str) -> tuple[Path | None, str]:
+    """(the adapter-only folder `model` names, its base) or (None, `model`) for any other model."""
+    from ..models.adapters import adapter_folder
+    from ..models.loading import adapter_base
+
+    base = adapter_base(model)
+    return (None, model) if base is None else (adapter_folder(model), base)
 
 
 def _checkpointing_arguments(arguments_class, enabled: bool) -> dict[str, Any]:
@@ -130,9 +203,22 @@ def training_arguments(config, precision: str, packed: bool):
 def training_dataset(config, data: PreparedData, model, tokenizer):
     """The dataset the Trainer iterates (padded rows get a `length` column for grouping) and its collator."""
     from .attention import fixed_row_options
-    from .collators import PackedCollator, PaddedCollator
+    from .collators import (
+        PackedCollator,
+        PaddedCollator,
+        PreferenceCollator,
+        Seq2SeqPackedCollator,
+        Seq2SeqPaddedCollator,
+    )
 
     dataset = data.dataset
+    if data.kind == "preference":  # rows of whole pairs, each side a sequence (data/preference_rows.py)
+        options = fixed_row_options(model, data.meta, config.micro_batch_size)
+        return dataset, PreferenceCollator("sft", **options)
+    if data.meta.get("model_kind") == "seq2seq":  # (input, target) rows, data/seq2seq.py
+        start = model.config.decoder_start_token_id
+        collator = Seq2SeqPackedCollator(start, tokenizer.pad_token_id) if data.packed else None
+        return dataset, collator or Seq2SeqPaddedCollator(tokenizer.pad_token_id)
     if not data.packed and "length" not in dataset.column_names:
         dataset = dataset.map(lambda r: {"length": len(r["input_ids"])}, desc="row lengths")
     collator = (
@@ -141,6 +227,21 @@ def training_dataset(config, data: PreparedData, model, tokenizer):
         else PaddedCollator(tokenizer.pad_token_id, config.objective)
     )
     return dataset, collator
+
+
+def check_objective_fits_data(config, data: PreparedData) -> None:
+    """`objective: dpo` trains on preference pairs, and preference pairs only with it."""
+    from ..errors import InstructkitError
+
+    if config.objective == "dpo" and data.kind != "preference":
+        raise InstructkitError(
+            f"{config.data}: --objective dpo needs preference data: prepare rows with chosen and rejected "
+            "replies (`instructkit data prepare` detects them)"
+        )
+    if config.objective != "dpo" and data.kind == "preference":
+        raise InstructkitError(
+            f"{config.data}: holds chosen/rejected preference pairs: train them with --objective dpo"
+        )
 
 
 def effective_batch_tokens(dataset, config, world_size: int) -> float:
