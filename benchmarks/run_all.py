@@ -1,4 +1,4 @@
-"""Run every benchmark (prepare, packing, train, attention, eval, caches, Ray, CLI) and assemble benchmarks/RESULTS.md from their sections.
+"""Run every benchmark (prepare, packing, train, DPO, attention, eval, caches, seq2seq, Ray, CLI) and assemble benchmarks/RESULTS.md from their sections.
 
 `make bench` (installs the `bench` extra: TRL and lm-evaluation-harness) or
 `python benchmarks/run_all.py [prepare train eval]` to run some; sections not rerun are kept;
@@ -18,10 +18,13 @@ BENCHMARKS = {
     "big_row": "bench_big_row.py",
     "train": "bench_train.py",
     "train_real": "bench_train_real.py",
+    "dpo": "bench_dpo.py",
     "attention": "bench_attention.py",
     "eval": "bench_eval.py",
     "eval_tiny": None,  # the previous landing's tiny-model comparison, kept as written
     "eval_cache": "bench_eval_cache.py",
+    "lm_eval_tasks": "bench_lm_eval_tasks.py",
+    "seq2seq": "bench_seq2seq.py",
     "synth_ray": "bench_synth_ray.py",
     "cli": "bench_cli.py",
 }

@@ -23,13 +23,18 @@ import pyarrow.compute as pc
 from ..atomic import atomic_dir
 from ..errors import BadRowError, InstructkitError
 from ..fingerprint import text_digest
+from ..hub import is_local
+from ..progress import log_event
 from .conversation import CONVERSATION_FEATURES, ConversationError
-from .converters import INPUT_FORMATS, detect_input_format, to_conversations
-from .packing import pack_table
-from .prepare_config import Overlong, PrepareConfig
+from .converters import INPUT_FORMATS, PREFERENCE_FORMATS, detect_input_format, to_conversations
+from .packing import pack_seq2seq_table, pack_table
+from .preference import PREFERENCE_FEATURES, to_preference
+from .preference_rows import pair_rows, tokenize_pairs
+from .prepare_config import Overlong, PrepareConfig, PrepareSettings
 from .prepared import IGNORE_INDEX, write_prepared
 from .rejects import RejectLog
-from .sources import expand_sources, iter_source_rows
+from .seq2seq import SEQ2SEQ, check_seq2seq_settings, tokenize_seq2seq
+from .sources import duplicate_contents, expand_sources, iter_source_rows
 from .tokenize import ChatTokenizer, split_row_error
 
 KEPT_STATUSES = ["ok", "truncated", "split", "split_piece"]
@@ -48,14 +53,18 @@ def read_examples(
     skipped_files: list[dict[str, str]] | None = None,
     skip_unknown_files: bool = False,
     file_formats: dict[str, str] | None = None,
+    duplicate_files: list[list[str]] | None = None,
 ) -> tuple[datasets.Dataset, str | None, dict[str, int]]:
     """Read every source row into conversations (or raw text rows).
 
-    Returns (dataset, format, rows read per input file). Hidden entries of a directory, files of
-    unknown kind (with `skip_unknown_files`) and files whose rows fit no format (e.g. a metadata JSON
-    next to the data) are listed in `skipped_files`; a file named directly must fit. `file_formats`
-    receives each read file's own format (the returned one is the first; a mix is recorded per file).
-    The dataset's `source`/`row_id` are always the input file and row, never the record's own fields.
+    Returns (dataset, format, rows read per input file). Hidden entries of a directory, links to
+    files read anyway and files of unknown kind (with `skip_unknown_files`) are listed in
+    `skipped_files`. A file whose rows fit no format (e.g. a metadata JSON next to the data) stops
+    the run, or with `--on-error skip` is listed there too: its rows are never silently absent.
+    `file_formats` receives each read file's own format (the returned one is the first; a mix is
+    recorded per file). `duplicate_files` receives each group of files holding the same data
+    (all are read; each group is logged as a warning). The dataset's `source`/`row_id` are always
+    the input file and row, never the record's own fields.
     """
     units, skipped = expand_sources(sources, skip_unknown_files)
     if skipped_files is not None:
@@ -63,11 +72,16 @@ def read_examples(
     records: list[dict[str, Any]] = []
     chosen: str | None = fmt
     rows_read: dict[str, int] = {}
-    for unit, from_directory in units:
+    if duplicate_files is not None:
+        duplicate_files.extend(flag_duplicates([unit for unit, _ in units]))
+    for unit, _ in units:
         unit_format, why = (fmt, "") if fmt else detect_file_input_format(unit)
         if unit_format is None and why:
-            if not from_directory:
-                raise InstructkitError(f"{unit}: {why}")
+            if rejects.on_error == "raise":
+                raise InstructkitError(
+                    f"{unit}: {why}; pass --format to choose one, remove the file, "
+                    "or pass --on-error skip to skip and list it"
+                )
             if skipped_files is not None:
                 skipped_files.append({"path": unit, "reason": why})
             continue
@@ -75,6 +89,10 @@ def read_examples(
         if unit_format is not None and (unit_format == "text") != (chosen == "text"):
             raise InstructkitError(
                 f"{unit}: mixes raw text rows with conversation rows; prepare them separately"
+            )
+        if unit_format is not None and (unit_format in PREFERENCE_FORMATS) != (chosen in PREFERENCE_FORMATS):
+            raise InstructkitError(
+                f"{unit}: mixes preference pairs (chosen/rejected) with other rows; prepare them separately"
             )
         rows_read.setdefault(unit, 0)
         if file_formats is not None and unit_format is not None:
@@ -85,10 +103,32 @@ def read_examples(
                 rejects.reject(raw.error)
             else:
                 records.extend(_convert(raw.record, unit_format, raw.file, raw.row, rejects))
-    features = TEXT_FEATURES if chosen == "text" else CONVERSATION_FEATURES
+    features = (
+        TEXT_FEATURES
+        if chosen == "text"
+        else PREFERENCE_FEATURES
+        if chosen in PREFERENCE_FORMATS
+        else CONVERSATION_FEATURES
+    )
     if not records:  # `from_list([])` cannot build the columns
         return datasets.Dataset.from_dict({k: [] for k in features}, features=features), chosen, rows_read
     return datasets.Dataset.from_list(records, features=features), chosen, rows_read
+
+
+def flag_duplicates(units: list[str]) -> list[list[str]]:
+    """Groups of local input files with equal (decompressed) contents, each logged as a warning.
+
+    All are read, as asked: the warning says their rows count twice, so a stray copy is never silent.
+    """
+    files = [Path(u) for u in units if is_local(u) and Path(u).is_file()]
+    groups = [[str(f) for f in group] for group in duplicate_contents(files)]
+    for group in groups:
+        log_event(
+            "prepare",
+            f"warning: the same data under {len(group)} names, every row read {len(group)} times: "
+            f"{', '.join(group)} (remove the copies unless the repeat is meant)",
+        )
+    return groups
 
 
 def detect_file_input_format(source: str) -> tuple[str | None, str]:
@@ -126,6 +166,8 @@ def _convert(
                     "missing or empty" if not text else f"expected a string, got {type(text).__name__}",
                 )
             return [{"text": text, "source": file, "row_id": row}]
+        if fmt in PREFERENCE_FORMATS:
+            return [to_preference(record, file, row).to_record()]
         if fmt not in INPUT_FORMATS:
             raise InstructkitError(f"unknown format {fmt!r} (accepted: {', '.join(INPUT_FORMATS)})")
         convs = to_conversations(record, fmt, file, row)
@@ -232,20 +274,33 @@ def tokenize_dataset(
 
 def load_prepare_tokenizer(cfg: PrepareConfig, ds: datasets.Dataset, text: bool):
     """Load the tokenizer, or train a tiny BPE on the data for `tiny[:preset]`."""
-    from ..models.loading import load_tokenizer
-    from ..models.tiny import is_tiny, tiny_preset, train_tiny_tokenizer
+    from ..models.loading import load_or_train_tokenizer
 
     if not cfg.tokenizer:
         raise InstructkitError(
             "no tokenizer given: pass --tokenizer (a path, hub id, .gguf or tiny[:preset])"
         )
-    if cfg.tokenizer == "tiny" or is_tiny(cfg.tokenizer):
-        preset = tiny_preset(cfg.tokenizer if is_tiny(cfg.tokenizer) else "tiny:micro")
-        texts = ds["text"] if text else (m["content"] for msgs in ds["messages"] for m in msgs)
-        return train_tiny_tokenizer(
-            texts, vocab_size=preset.vocab_size, chat_template=cfg.chat_template or "tulu"
-        )
-    return load_tokenizer(cfg.tokenizer, trust_remote_code=cfg.trust_remote_code)
+
+    def texts():
+        if text:
+            return ds["text"]
+        columns = ["messages"] if "messages" in ds.column_names else ["prompt", "chosen", "rejected"]
+        return (m["content"] for column in columns for msgs in ds[column] for m in msgs)
+
+    return load_or_train_tokenizer(
+        cfg.tokenizer, texts, _tiny_template(cfg.chat_template), trust_remote_code=cfg.trust_remote_code
+    )
+
+
+def _tiny_template(chat_template: str | None) -> str:
+    """The built-in a tiny tokenizer is trained with: the one named, else tulu.
+
+    A Jinja string (or `tokenizer`) is not a built-in name: `ChatTokenizer` resolves it (or refuses it
+    in one line) whatever template the tiny tokenizer carries, so it must not reach the trainer.
+    """
+    from ..models.chat_templates import BUILTIN_TEMPLATES
+
+    return chat_template if chat_template in BUILTIN_TEMPLATES else "tulu"
 
 
 def prepare(
@@ -261,7 +316,7 @@ def prepare(
     """
     if cfg.overlong == "split" and cfg.loss_on != "all":
         raise InstructkitError("--overlong split is for pretraining data only (use it with --loss-on all)")
-    from ..models.loading import check_max_length
+    from ..models.loading import check_max_length, model_kind_of
 
     check_max_length(cfg.tokenizer, cfg.max_length, cfg.trust_remote_code)  # when it names a model
     if not progress:
@@ -271,23 +326,46 @@ def prepare(
     rejects = RejectLog(cfg.on_error)
     skipped_files: list[dict[str, str]] = []
     file_formats: dict[str, str] = {}
+    duplicates: list[list[str]] = []
     ds, fmt, rows_read = read_examples(
-        cfg.sources, cfg.input_format, rejects, skipped_files, cfg.skip_unknown_files, file_formats
+        cfg.sources,
+        cfg.input_format,
+        rejects,
+        skipped_files,
+        cfg.skip_unknown_files,
+        file_formats,
+        duplicates,
     )
     if len(ds) == 0:  # nothing to tokenize (every row rejected, or no data): stop with the rejects written
-        _stop_empty(cfg, _empty_stats(rows_read, rejects, Counter(), skipped_files), rejects)
+        _stop_empty(cfg, _empty_stats(rows_read, rejects, Counter(), skipped_files, duplicates), rejects)
     text = fmt == "text"
+    preference = fmt in PREFERENCE_FORMATS
+    if preference and (cfg.loss_on == "all" or cfg.overlong == "split"):
+        raise InstructkitError(
+            "preference pairs train on their replies only: use --loss-on assistant and --overlong truncate or drop"
+        )
+    kind = model_kind_of(cfg.tokenizer, cfg.trust_remote_code) if cfg.tokenizer else "causal"
+    if kind == SEQ2SEQ:  # encoder-decoder: (input, target) pairs, no chat template (data/seq2seq.py)
+        check_seq2seq_settings(cfg, text, preference)
     if text and cfg.loss_on != "all":  # pretraining text: every token (a copy: the caller's config stays)
         cfg = cfg.model_copy(update={"loss_on": "all"})
     timings["read"] = time.perf_counter() - t0
 
     tokenizer = load_prepare_tokenizer(cfg, ds, text)
-    template = "plain" if text and not cfg.chat_template else cfg.chat_template
-    chat_tok = ChatTokenizer(tokenizer, template, control_tokens=cfg.control_tokens)
-    if not text:
-        tokenizer.chat_template = chat_tok.template  # train and eval render with the template masked here
-    t1 = time.perf_counter()
-    tokenized = tokenize(ds, chat_tok, cfg, text)
+    if kind == SEQ2SEQ:
+        t1 = time.perf_counter()
+        tokenized = tokenize_seq2seq(ds, tokenizer, *cfg.seq2seq_limits(), cfg.overlong, cfg.num_proc)
+    else:
+        template = "plain" if text and not cfg.chat_template else cfg.chat_template
+        chat_tok = ChatTokenizer(tokenizer, template, control_tokens=cfg.control_tokens)
+        if not text:
+            tokenizer.chat_template = chat_tok.template  # train and eval render with the template masked here
+        t1 = time.perf_counter()
+        tokenized = (
+            tokenize_pairs(ds, chat_tok, cfg, apply_length_policy)
+            if preference
+            else tokenize(ds, chat_tok, cfg, text)
+        )
     timings["tokenize"] = time.perf_counter() - t1
     table = tokenized.data.table
     status = Counter(dict(zip(*[c.to_pylist() for c in pc.value_counts(table.column("status")).flatten()])))
@@ -298,16 +376,71 @@ def prepare(
     for entry in stats["files"]:
         entry["input_format"] = file_formats.get(entry["path"])
     stats["skipped_files"] = skipped_files
+    stats["duplicate_files"] = duplicates
     if len(kept) == 0:
         _stop_empty(cfg, stats, rejects)
 
     t2 = time.perf_counter()
-    final = _finish_rows(kept, cfg, stats, pack)
+    if kind == SEQ2SEQ:
+        final = _finish_seq2seq(kept, cfg, stats)
+    else:
+        final = _finish_pairs(kept, cfg, stats) if preference else _finish_rows(kept, cfg, stats, pack)
     timings["pack" if cfg.pack else "index"] = time.perf_counter() - t2
     stats["seconds"] = {k: round(v, 3) for k, v in timings.items()}
     stats["examples_per_second"] = round(stats["examples_in"] / max(1e-9, time.perf_counter() - t0), 1)
-    _write_output(final, cfg, fmt, stats, tokenizer, rejects)
+    _write_output(final, cfg, fmt, stats, tokenizer, rejects, kind)
     return stats
+
+
+# The words the run report uses for these counts (`run_report.DATA_ROWS`), so the console says the same.
+STAT_LABELS = {
+    "examples_in": "rows read by prepare",
+    "rejected": "rows rejected (see rejects.jsonl)",
+    "dropped_overlong": "dropped: longer than max_length",
+    "dropped_no_trainable": "dropped: no trained token",
+    "dropped_truncated": "dropped: reply entirely past max_length",
+    "truncated": "truncated",
+    "examples_out": "examples trained on",
+    "tokens": "tokens",
+    "trainable_tokens": "tokens with a loss",
+    "packs": "packed rows",
+    "packing_efficiency": "packing efficiency (real tokens / capacity)",
+}
+
+
+def length_warning(
+    stats: dict[str, Any], cfg: PrepareSettings, flag: Callable[[str], str] | None = None
+) -> str:
+    """One line saying how many rows the length policy dropped or cut, why, and which option changes it.
+
+    Empty when none was. `flag` names an option as the caller spells it (`--max-length` on the command
+    line, `prepare.max_length` in a recipe).
+    """
+    flag = flag or (lambda name: "--" + name.replace("_", "-"))
+    counted = ("dropped_overlong", "dropped_truncated", "dropped_no_trainable", "truncated")
+    n = {key: int(stats.get(key) or 0) for key in counted}
+    limit = f"{flag('max_length')} {cfg.max_length}"
+    why = [
+        (n["dropped_overlong"], f"longer than max_length ({limit}, {flag('overlong')} drop)"),
+        (n["dropped_truncated"], f"with the reply entirely past max_length ({limit}) after truncation"),
+        (n["dropped_no_trainable"], f"with no trained token (no reply to learn from; see {flag('loss_on')})"),
+    ]
+    dropped = sum(count for count, _ in why)
+    if not dropped and not n["truncated"]:
+        return ""
+    parts = []
+    if dropped:
+        reasons = ", ".join(f"{count} {text}" for count, text in why if count)
+        parts.append(f"{dropped} of {stats.get('examples_in', '?')} rows dropped ({reasons})")
+    if n["truncated"]:
+        parts.append(f"{n['truncated']} truncated to max_length ({limit})")
+    fixes = []
+    if n["dropped_overlong"] or n["dropped_truncated"] or n["truncated"]:
+        fixes.append(
+            f"raise {flag('max_length')} to keep them whole, or choose {flag('overlong')} "
+            f"(now {cfg.overlong}; truncate | drop | split for pretraining text)"
+        )
+    return "warning: " + " and ".join(parts) + (f"; {'; '.join(fixes)}" if fixes else "")
 
 
 def file_counts(rows_read: dict[str, int], kept: pa.Table, rejects: RejectLog) -> list[dict[str, Any]]:
@@ -329,7 +462,11 @@ def file_counts(rows_read: dict[str, int], kept: pa.Table, rejects: RejectLog) -
 
 
 def _empty_stats(
-    rows_read: dict[str, int], rejects: RejectLog, status: Counter, skipped_files: list[dict[str, str]]
+    rows_read: dict[str, int],
+    rejects: RejectLog,
+    status: Counter,
+    skipped_files: list[dict[str, str]],
+    duplicates: list[list[str]],
 ) -> dict[str, Any]:
     """The stats of a run that read no usable row (written next to its rejects)."""
     empty = pa.table({"source": pa.array([], pa.string()), "row_id": pa.array([], pa.int64())})
@@ -342,6 +479,7 @@ def _empty_stats(
         "examples_out": 0,
         "files": file_counts(rows_read, empty, rejects),
         "skipped_files": skipped_files,
+        "duplicate_files": duplicates,
     }
 
 
@@ -412,6 +550,43 @@ def _finish_rows(
     return datasets.Dataset(table.append_column("length", lengths.cast(pa.int32())))
 
 
+def _finish_seq2seq(kept: datasets.Dataset, cfg: PrepareConfig, stats: dict[str, Any]) -> datasets.Dataset:
+    """Encoder-decoder rows: packed pairs (2-D best fit, data/packing.py), or one pair per row with a
+    `length` (input + target tokens) for grouping; stats count target tokens beside the input's."""
+    table = kept.data.table.select(["input_ids", "labels"])
+    targets = pc.list_value_length(table.column("labels"))
+    stats["target_tokens"] = int(pc.sum(targets).as_py() or 0)
+    stats["max_target_tokens"] = int(pc.max(targets).as_py() or 0)
+    if cfg.pack:
+        packed, pstats = pack_seq2seq_table(table, cfg.seq2seq_limits())
+        stats.update(
+            packs=pstats.packs,
+            packing_efficiency=round(pstats.efficiency, 6),
+            lower_bound_packs=pstats.lower_bound_packs,
+            trainable_tokens_packed=stats["trainable_tokens"],  # packing changes no label of a pair
+        )
+        return datasets.Dataset(packed)
+    lengths = pc.add(pc.list_value_length(table.column("input_ids")), targets)
+    stats.update(packs=None, packing_efficiency=None)
+    return datasets.Dataset(table.append_column("length", lengths.cast(pa.int32())))
+
+
+def _finish_pairs(kept: datasets.Dataset, cfg: PrepareConfig, stats: dict[str, Any]) -> datasets.Dataset:
+    """Preference pairs as rows of whole pairs (packed, or one per row), each side its own sequence."""
+    capacity = 2 * cfg.max_length
+    rows, pstats = pair_rows(kept.data.table, capacity, cfg.pack)
+    stats.update(
+        pairs=len(kept),
+        sequences=2 * len(kept),
+        pair_capacity=capacity,
+        packs=pstats.packs if cfg.pack else None,
+        packing_efficiency=round(pstats.efficiency, 6) if cfg.pack else None,
+    )
+    labels = rows.column("labels").combine_chunks().flatten().to_numpy()
+    stats["trainable_tokens_packed"] = int((labels != IGNORE_INDEX).sum())
+    return datasets.Dataset(rows)
+
+
 def _write_output(
     final: datasets.Dataset,
     cfg: PrepareConfig,
@@ -419,8 +594,10 @@ def _write_output(
     stats: dict[str, Any],
     tokenizer,
     rejects: RejectLog,
+    kind: str = "causal",
 ) -> None:
-    """Save the prepared folder (atomically, in the one format `train` reads)."""
+    """Save the prepared folder (atomically, in the one format `train` reads); encoder-decoder data
+    records `model_kind: seq2seq` and its two length limits (causal data records no kind)."""
     formats = formats_summary(stats.get("files", []))
     fmt = fmt if len(formats) <= 1 else "mixed"  # `input_formats` says which, with files and rows
     settings = {
@@ -429,6 +606,11 @@ def _write_output(
         "input_formats": formats,
         "packed": cfg.pack,
     }
+    if fmt in PREFERENCE_FORMATS:  # rows of whole pairs, each side a sequence (data/preference_rows.py)
+        settings.update(kind="preference", packed=True)
+    if kind == SEQ2SEQ:
+        source, target = cfg.seq2seq_limits()
+        settings.update(model_kind=SEQ2SEQ, max_source_length=source, max_target_length=target)
     write_prepared(cfg.out, final, tokenizer, settings, stats, rejects.write)
 
 

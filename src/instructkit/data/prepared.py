@@ -2,7 +2,10 @@
 
     <out>/                 a `datasets` save_to_disk folder (input_ids, labels[, position_ids, seq_lens]);
                            a label of IGNORE_INDEX (-100) is not trained
-    <out>/prepare.json     the settings it was made with, `packed`, and the tokenizer's identity
+    <out>/prepare.json     the settings it was made with, `packed`, `kind: preference` for pairs
+                           (rows add seq_lens, pair_ids, sides), and the tokenizer's identity
+                           (`tokenizer_identity`, versioned: every part that changes the ids a text
+                           gets; `train` checks it against tokenizer/ and the model, models/identity.py)
     <out>/stats.json       counts: rows read / kept / rejected / dropped per file, tokens, packing
     <out>/rejects.jsonl    the rejected rows with file, row, field and reason (when any)
     <out>/tokenizer/       the tokenizer (and chat template) the labels were computed with
@@ -37,6 +40,7 @@ class PreparedData:
     stats: dict
     tokenizer_dir: Path | None
     packed: bool
+    kind: str = "sft"  # "preference": rows of whole chosen/rejected pairs (data/preference_rows.py)
 
 
 def write_prepared(
@@ -79,12 +83,15 @@ def read_prepared(path: str | Path) -> PreparedData:
     meta = _json(path / SETTINGS_FILE)
     stats = _json(path / STATS_FILE)
     packed = bool(meta.get("packed", "position_ids" in ds.column_names))
+    kind = meta.get("kind", "sft")
     needed = {"input_ids", "labels"} | ({"position_ids"} if packed else set())
+    if kind == "preference":
+        needed |= {"position_ids", "seq_lens", "pair_ids", "sides"}
     missing = needed - set(ds.column_names)
     if missing:
         raise InstructkitError(f"{path}: dataset lacks column(s) {', '.join(sorted(missing))}")
     tok = path / TOKENIZER_DIR
-    return PreparedData(ds, meta, stats, tok if tok.is_dir() else None, packed)
+    return PreparedData(ds, meta, stats, tok if tok.is_dir() else None, packed, kind)
 
 
 def _json(path: Path) -> dict[str, Any]:

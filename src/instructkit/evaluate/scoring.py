@@ -179,10 +179,15 @@ def _match(doc: EvalDoc, output: str, answer: str) -> dict:
         "output": output,
         "pred": answer,
         "answers": doc.answers,
-        "acc": float(any(answer.strip() == a.strip() for a in doc.answers)),
+        "acc": float(answer_correct(doc, answer)),
         "em": exact_match(answer, doc.answers),
         "f1": token_f1(answer, doc.answers),
     }
+
+
+def answer_correct(doc: EvalDoc, answer: str) -> bool:
+    """The exact-answer check of `acc`: the extracted answer equals one gold answer (whitespace aside)."""
+    return any(answer.strip() == a.strip() for a in doc.answers)
 
 
 def _answer_metrics(records: Records) -> dict[str, float]:

@@ -3,6 +3,9 @@
 Presets are starting points from the papers; any explicit field overrides the preset's value:
 - `tulu`: AdamW, linear warm-up over 3% of steps, linear decay, lr 2e-5, no weight decay (Tülu).
 - `flan`: Adafactor, constant learning rate 1e-3, no warm-up (Flan 2022 / T5 fine-tuning).
+- `flan-t5`: the same settings, named for encoder-decoder runs: Flan-T5 was fine-tuned with Adafactor
+  at a constant learning rate of 1e-3 (Chung et al. 2022, "Scaling Instruction-Finetuned Language
+  Models", Appendix E; T5X's fine-tuning configs). Refusing fp16 for T5 is `setup.check_model_kind`.
 A `tiny:` model is trained from random initialisation, so unless `learning_rate` is given it uses 1e-3.
 """
 
@@ -11,11 +14,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 from ..models.tiny import is_tiny
 
-Objective = Literal["sft", "pretrain"]
+Objective = Literal["sft", "pretrain", "dpo"]
+PreferenceLoss = Literal["sigmoid", "ipo", "dpo_norm", "simpo", "orpo"]
+# Settings of `objective: dpo` only; left out of every dump (run identity, stage keys, train_config.json)
+# of other runs, so adding them changed nothing recorded for SFT.
+PREFERENCE_FIELDS = ("dpo_loss", "beta", "simpo_gamma", "orpo_lambda", "label_smoothing")
 Method = Literal["full", "lora", "qlora"]
 Optimizer = Literal["adamw", "adafactor"]
 Scheduler = Literal["linear", "cosine", "constant", "constant_with_warmup"]
@@ -41,6 +48,9 @@ PRESETS: dict[str, OptimizerSettings] = {
     "flan": OptimizerSettings(
         optimizer="adafactor", learning_rate=1e-3, lr_scheduler="constant", warmup_ratio=0.0, weight_decay=0.0
     ),
+    "flan-t5": OptimizerSettings(  # Chung et al. 2022, Appendix E (T5X): Adafactor, constant lr 1e-3
+        optimizer="adafactor", learning_rate=1e-3, lr_scheduler="constant", warmup_ratio=0.0, weight_decay=0.0
+    ),
 }
 TINY_LEARNING_RATE = 1e-3
 
@@ -55,12 +65,17 @@ class TrainSettings(BaseModel):
 
     # --- what to train ---
     model: str = Field("tiny:micro", description="Hub id, local path, or tiny:<nano|micro|small|base>.")
-    objective: Objective = Field("sft", description="sft: loss where labels say; pretrain: every token.")
+    objective: Objective = Field(
+        "sft",
+        description="sft: loss where labels say; pretrain: every token; dpo: preference loss on data "
+        "prepared from chosen/rejected pairs (see dpo_loss).",
+    )
     trust_remote_code: bool = Field(False, description="Allow model code from the hub (off unless asked).")
     attn_implementation: str | None = Field(
         None,
-        description="None picks flash_attention_2 on GPU when installed, else instructkit_docs "
-        "(per-document attention) for packed data and sdpa for padded data.",
+        description="None picks flash_attention_2 on GPU when installed; else for packed data "
+        "instructkit_varlen on CUDA (torch's varlen_attn, kept if the isolation check passes) or "
+        "instructkit_docs (per-document attention); sdpa for padded data.",
     )
     tiny_seed: int = Field(0, description="Initialisation seed of a tiny: model.")
 
@@ -84,7 +99,10 @@ class TrainSettings(BaseModel):
     merge_lora: bool = Field(False, description="Save the merged full model instead of adapters only.")
 
     # --- optimisation ---
-    preset: Literal["tulu", "flan"] = Field("tulu", description="Optimizer preset; fields below override it.")
+    preset: Literal["tulu", "flan", "flan-t5"] = Field(
+        "tulu",
+        description="Optimizer preset (flan-t5: Flan-T5's Adafactor settings); fields below override it.",
+    )
     optimizer: Optimizer | None = Field(None, description="Override the preset's optimizer.")
     learning_rate: float | None = Field(None, gt=0, description="Override the preset's peak learning rate.")
     lr_scheduler: Scheduler | None = Field(None, description="Override the preset's schedule.")
@@ -113,6 +131,37 @@ class TrainSettings(BaseModel):
     progress: bool = Field(True, description="Show the rich progress bar.")
     dataloader_num_workers: int = Field(0, ge=0, description="Workers loading batches.")
 
+    # --- preference tuning (objective dpo; formulas as TRL's DPOTrainer, CPOTrainer and ORPOTrainer) ---
+    dpo_loss: PreferenceLoss = Field(
+        "sigmoid",
+        description="sigmoid (DPO) | ipo | dpo_norm (length-normalized DPO, Tülu 3) | simpo | orpo "
+        "(simpo and orpo need no reference model).",
+    )
+    beta: float = Field(
+        0.1,
+        gt=0,
+        description="β: strength of the reference KL term (sigmoid, ipo, dpo_norm) or SimPO's scale.",
+    )
+    simpo_gamma: float = Field(0.5, ge=0, description="SimPO's target reward margin γ (the loss uses γ/β).")
+    orpo_lambda: float = Field(
+        0.1, gt=0, description="ORPO's weight λ of the odds-ratio term beside the SFT loss."
+    )
+    label_smoothing: float = Field(
+        0.0,
+        ge=0.0,
+        lt=0.5,
+        description="Conservative DPO: the assumed chance a pair's labels are flipped (sigmoid, simpo).",
+    )
+
+    @model_serializer(mode="wrap")
+    def _drop_unused_preference(self, handler):
+        """Preference settings appear in dumps only for `objective: dpo` (see PREFERENCE_FIELDS)."""
+        data = handler(self)
+        if self.objective != "dpo":
+            for name in PREFERENCE_FIELDS:
+                data.pop(name, None)
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> TrainSettings:
         if self.merge_lora and self.method == "full":
@@ -139,3 +188,21 @@ class TrainConfig(TrainSettings):
 
     data: Path = Field(description="Directory written by `instructkit data prepare` (save_to_disk).")
     output_dir: Path = Field(description="Checkpoints, final model, metrics.jsonl, model card.")
+    # Here, not in TrainSettings: a recipe's `train:` never forces (the pipeline sets stale checkpoints
+    # aside instead), and its stage key stays what it was.
+    force_resume: bool = Field(
+        False,
+        description="Resume even when the last checkpoint was made with other settings, data or model "
+        "(each difference is named and recorded in train_config.json).",
+    )
+    allow_base_mismatch: bool = Field(
+        False,
+        description="Continue a LoRA adapter on a base whose content differs from the one it was "
+        "trained on (refused by default; a warning names both).",
+    )
+
+    @model_validator(mode="after")
+    def _check_force(self) -> TrainConfig:
+        if self.force_resume and self.overwrite:
+            raise ValueError("force_resume and overwrite exclude each other")
+        return self
