@@ -7,20 +7,19 @@ runs. `name` is the run folder under `runs_dir` and can never leave it.
 
 from __future__ import annotations
 
-import difflib
-import json
 import os
 from pathlib import Path, PureWindowsPath
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .data.mixture_config import MixtureConfig
 from .data.prepare_config import PrepareSettings
 from .errors import InstructkitError
 from .evaluate.config import EvaluateSpec
+from .settings_io import apply_overrides, load_yaml, validate
 from .synth.config import CorpusSpec
+from .synth.pairs_config import PairsSpec
 from .train.config import TrainSettings
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
@@ -55,6 +54,48 @@ class SweepSpec(BaseModel):
     x_label: str = "variant"
 
 
+OURS_KINDS = ("delta", "tuned", "base")
+
+
+class PaperClaim(BaseModel):
+    """One finding of a paper, its number and setting, and the row of our report that measures it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    finding: str = Field(description="The paper's finding, one line.")
+    cited: str = Field(description="Where the paper shows it, e.g. `Figure 7` or `Table 3`.")
+    paper_value: str = Field(description="The paper's number (or sign, when read off a figure), as printed.")
+    paper_setting: str = Field(description="The paper's model, data size and steps for that number.")
+    ours: str = Field(
+        description="`delta|tuned|base:<row>`: our number, a row of the report (`<set>/<k>-shot`, a "
+        "benchmark group such as `bbh_cot`, or a task); delta is tuned − base."
+    )
+    scale: str = Field(description="One line on what the difference in scale means for the comparison.")
+    arm: str | None = Field(None, description="Shown only in the sweep arm whose `paper.arm` is this.")
+
+    @field_validator("ours")
+    @classmethod
+    def _row_reference(cls, ours: str) -> str:
+        kind, _, row = ours.partition(":")
+        if kind not in OURS_KINDS or not row:
+            raise ValueError(f"ours {ours!r}: write `<kind>:<row>` with kind one of {', '.join(OURS_KINDS)}")
+        return ours
+
+
+class PaperSection(BaseModel):
+    """The paper a reproduction recipe checks: its findings beside ours in the report's "Paper vs ours"."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(description="The paper, e.g. `Wei et al. (2021), Finetuned Language Models ...`.")
+    arm: str | None = Field(None, description="This run's sweep arm (set by a variant): picks its claims.")
+    claims: list[PaperClaim] = Field(min_length=1)
+
+    def shown(self) -> list[PaperClaim]:
+        """The claims of this run: those of no arm, and those of this run's arm."""
+        return [c for c in self.claims if c.arm is None or c.arm == self.arm]
+
+
 class Recipe(BaseModel):
     """A whole experiment. Every stage section is optional except the ones the run needs."""
 
@@ -67,6 +108,10 @@ class Recipe(BaseModel):
     mixture: MixtureConfig | None = None
     corpus: CorpusSpec | None = Field(None, description="A pretraining corpus instead of a mixture.")
     mixture_file: str | None = Field(None, description="A mixture YAML instead of an inline `mixture`.")
+    pairs: PairsSpec | None = Field(
+        None,
+        description="Preference pairs sampled from a model and checked by exact answers (`synth pairs`).",
+    )
     sources: list[str] = Field(
         default_factory=list, description="Prepared-from-files data instead of a mixture."
     )
@@ -83,6 +128,9 @@ class Recipe(BaseModel):
         default_factory=list, description="The exact commands that run this recipe (documentation)."
     )
     sweep: SweepSpec | None = None
+    paper: PaperSection | None = Field(
+        None, description="A reproduction's paper: its numbers and settings, set beside ours in the report."
+    )
 
     @field_validator("name")
     @classmethod
@@ -127,21 +175,12 @@ def load_recipe(
 ) -> tuple[Recipe, Path]:
     """A recipe from a YAML path or a shipped name (default: quickstart); errors name file and field."""
     path = _recipe_path(path_or_name or "quickstart")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise InstructkitError(f"{path}: not valid YAML: {exc}") from None
-    for dotted, value in (overrides or {}).items():
-        _set_dotted(raw, dotted, value)
+    raw = apply_overrides(load_yaml(path, "recipe"), overrides or {})
     return _validate(raw, path), path
 
 
 def _validate(raw: dict[str, Any], path: Path) -> Recipe:
-    try:
-        recipe = Recipe.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(_problem(e) for e in exc.errors())
-        raise InstructkitError(f"{path}: {problems}") from None
+    recipe = validate(Recipe, raw, path)
     if recipe.prepare.tokenizer is None:  # the data is tokenized for the model that trains on it
         from .models.tiny import default_tokenizer
 
@@ -155,45 +194,59 @@ def _validate(raw: dict[str, Any], path: Path) -> Recipe:
         from .data.mixture_config import load_mixture_config
 
         recipe.mixture = load_mixture_config((path.parent / recipe.mixture_file).resolve())
-    if recipe.mixture is None and not recipe.sources and recipe.corpus is None:
-        raise InstructkitError(f"{path}: a recipe needs `mixture`, `mixture_file`, `sources` or `corpus`")
+    if recipe.mixture is None and not recipe.sources and recipe.corpus is None and recipe.pairs is None:
+        raise InstructkitError(
+            f"{path}: a recipe needs `mixture`, `mixture_file`, `sources`, `corpus` or `pairs`"
+        )
+    if recipe.pairs is not None and (
+        recipe.mixture is not None or recipe.sources or recipe.corpus is not None
+    ):
+        raise InstructkitError(f"{path}: `pairs` replaces `mixture`, `sources` and `corpus`; give only one")
     if recipe.corpus is not None and (recipe.mixture is not None or recipe.sources):
         raise InstructkitError(f"{path}: `corpus` replaces `mixture` and `sources`; give only one")
     _check_corpus(recipe, path)
+    _check_prepare_tokenizer(recipe, path)
+    _check_paper(recipe, path)
     return recipe
 
 
-def _problem(error: dict[str, Any]) -> str:
-    """One validation problem as `section.key: message`; an unknown key names the closest valid one."""
-    where = ".".join(str(p) for p in error["loc"])
-    if error["type"] != "extra_forbidden":
-        return f"{where}: {error['msg']}"
-    valid = _valid_keys(error["loc"][:-1])
-    close = difflib.get_close_matches(str(error["loc"][-1]), valid, n=1, cutoff=0.6)
-    hint = f"; did you mean `{close[0]}`?" if close else f"; valid keys: {', '.join(sorted(valid))}"
-    return f"{where}: unknown key{hint}"
+def _check_paper(recipe: Recipe, path: Path) -> None:
+    """A paper claim must name a row this run can measure: an eval set's shot count, and a base for Δ."""
+    if recipe.paper is None:
+        return
+    arms = sorted({c.arm for c in recipe.paper.claims if c.arm})
+    arm = recipe.paper.arm
+    if (arm is not None and arm not in arms) or (arm is None and arms and recipe.sweep is None):
+        raise InstructkitError(  # else the arm's claims would silently drop out of the report
+            f"{path}: paper.arm {arm!r}: give one of the claims' arms ({', '.join(arms) or 'none'})"
+        )
+    spec = recipe.evaluate
+    sets = {f"{s.name}/{k}-shot" for s in (spec.sets if spec else []) for k in s.k_shot}
+    names = {s.name for s in (spec.sets if spec else [])}
+    for i, claim in enumerate(recipe.paper.shown()):
+        kind, _, row = claim.ours.partition(":")
+        where = f"{path}: paper.claims[{i}].ours {claim.ours!r}"
+        if spec is None or recipe.train is None:
+            raise InstructkitError(f"{where}: the recipe needs `train` and `evaluate` to measure it")
+        if kind != "tuned" and not spec.compare_base:
+            raise InstructkitError(f"{where}: needs the base model evaluated (evaluate.compare_base: true)")
+        if row.split("/")[0] in names and row not in sets:
+            raise InstructkitError(f"{where}: no such eval row (the sets give {', '.join(sorted(sets))})")
 
 
-def _valid_keys(loc: tuple) -> list[str]:
-    """The field names of the recipe model found at `loc` (list indices and union tags skipped)."""
-    model: Any = Recipe
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        field = getattr(model, "model_fields", {}).get(part)
-        if field is None:
-            return []
-        model = _model_of(field.annotation)
-    return list(getattr(model, "model_fields", {}))
+def _check_prepare_tokenizer(recipe: Recipe, path: Path) -> None:
+    """Refuse, before any stage runs, a prepare.tokenizer that tokenizes differently from train.model's."""
+    from .models.identity import TokenizerMismatchError, check_tokenizer_fits_model
 
-
-def _model_of(annotation: Any) -> Any:
-    """The pydantic model inside `X | None` or `list[X]`, else the annotation itself."""
-    for inner in getattr(annotation, "__args__", ()) or ():
-        found = _model_of(inner)
-        if hasattr(found, "model_fields"):
-            return found
-    return annotation
+    if recipe.train is None or recipe.prepare.tokenizer is None:
+        return
+    chosen = recipe.prepare.chat_template is not None or recipe.corpus is not None  # else the tokenizer's own
+    try:
+        check_tokenizer_fits_model(
+            recipe.prepare.tokenizer, recipe.train.model, chosen, recipe.train.trust_remote_code
+        )
+    except TokenizerMismatchError as exc:
+        raise TokenizerMismatchError(f"{path}: prepare.tokenizer and train.model disagree: {exc}") from None
 
 
 def _check_corpus(recipe: Recipe, path: Path) -> None:
@@ -210,9 +263,7 @@ def sweep_recipes(recipe: Recipe, path: Path) -> list[tuple[str, Recipe]]:
     base = recipe.model_dump(mode="json", exclude={"sweep", "mixture_file"})
     out = []
     for variant in recipe.sweep.variants:
-        raw = json.loads(json.dumps(base))
-        for dotted, value in variant.set.items():
-            _set_dotted(raw, dotted, value)
+        raw = apply_overrides(base, variant.set)
         raw["name"] = f"{recipe.name}/{variant.label}"
         out.append((variant.label, _validate(raw, path)))
     return out
@@ -227,15 +278,3 @@ def _recipe_path(name: str | Path) -> Path:
         return shipped
     known = ", ".join(sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")))
     raise InstructkitError(f"no recipe file {name!r} and no shipped recipe of that name (shipped: {known})")
-
-
-def _set_dotted(raw: dict, dotted: str, value: Any) -> None:
-    """Apply a `--set a.b=value` override to the raw recipe dict."""
-    keys = dotted.split(".")
-    node = raw
-    for key in keys[:-1]:
-        node = node[int(key)] if isinstance(node, list) else node.setdefault(key, {})
-    if isinstance(node, list):
-        node[int(keys[-1])] = yaml.safe_load(value) if isinstance(value, str) else value
-        return
-    node[keys[-1]] = yaml.safe_load(value) if isinstance(value, str) else value
