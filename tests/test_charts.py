@@ -95,3 +95,20 @@ def test_sweep_report_embeds_one_chart_per_metric(tmp_path):
         assert f"]({name})" in text
         _pixels(tmp_path / name, 5.0, 4.0)
     assert "| a | 12.500 | – |" in text
+
+
+def test_a_tall_figure_keeps_its_title_above_the_legend_and_panels(tmp_path):
+    """Matplotlib's default title height lands inside a tall figure's first panel; ours stays above it."""
+    import random
+
+    from instructkit.charts import Delta, DeltaPanel, delta_figure
+
+    random.seed(0)
+    rows = [Delta(f"task_{i}", d := random.uniform(-5, 8), d - 3, d + 3, abs(d) > 4) for i in range(98)]
+    fig = delta_figure([DeltaPanel("tasks (98)", rows, "points")], title="tuned − base")
+    charts.save(fig, tmp_path / "delta.png")
+    renderer = fig._get_renderer()  # the Agg renderer the save used (a Figure built without pyplot)
+    title = next(t for t in fig.texts if t.get_text() == "tuned − base").get_window_extent(renderer)
+    ax = fig.axes[0]
+    below = [ax.get_window_extent(renderer), ax.get_legend().get_window_extent(renderer)]
+    assert all(title.y0 >= box.y1 for box in below)

@@ -121,7 +121,7 @@ def score_figure(
         _score_panel(ax, panel, series)
         ax.set_xlim(low - 0.03 * (full - low), full + 0.03 * (full - low))
     _legend_above(axes[0, 0], _score_legend(series))
-    fig.suptitle(title, fontsize=10)
+    _title(fig, title)
     return fig
 
 
@@ -207,6 +207,7 @@ class DeltaPanel:
     xlabel: str
 
 
+TITLE_INCHES = 0.08  # how far below the figure's top edge its title (suptitle) starts
 MIN_HALF_SPAN = 10.0  # points: the axis shows at least ±10, so a 0.5-point change looks small
 
 
@@ -221,7 +222,7 @@ def delta_figure(panels: Sequence[DeltaPanel], *, title: str, sort: bool = True)
         rows = sorted(panel.rows, key=lambda r: -r.delta) if sort else list(panel.rows)
         _delta_panel(ax, DeltaPanel(panel.title, rows, panel.xlabel))
     _legend_above(axes[0, 0], _delta_legend())
-    fig.suptitle(title, fontsize=10)
+    _title(fig, title)
     return fig
 
 
@@ -264,6 +265,13 @@ def _delta_legend() -> list:
 def save(fig: Figure, path: Path) -> Path:
     """Write a figure built here as PNG to `path` (its folder is created)."""
     return _save(fig, path)
+
+
+def _title(fig: Figure, title: str) -> None:
+    """The figure's title, a fixed distance (in inches) below its top edge. Matplotlib's default (98% of
+    the height) lands inside the first panel of a tall figure, over its legend; tight_layout then
+    leaves the pinned title its room."""
+    fig.suptitle(title, fontsize=10, y=1 - TITLE_INCHES / fig.get_figheight(), verticalalignment="top")
 
 
 def _figure(width: float, height: float) -> Figure:
