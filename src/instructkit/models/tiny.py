@@ -264,6 +264,8 @@ def build_tiny_t5_model(name: str, tokenizer, seed: int = 0):
     )
     torch.manual_seed(seed)
     model = T5ForConditionalGeneration(config)
+    with torch.no_grad():  # HF draws the untied head with std 1: logits of std ~sqrt(d_model), a first
+        model.lm_head.weight.mul_(p.d_model**-0.5)  # loss near 90 nats; scaled as a tied head is, ~ln V
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.decoder_start_token_id = tokenizer.pad_token_id
     return model
