@@ -31,7 +31,7 @@ from .packing import pack_seq2seq_table, pack_table
 from .preference import PREFERENCE_FEATURES, to_preference
 from .preference_rows import pair_rows, tokenize_pairs
 from .prepare_config import Overlong, PrepareConfig, PrepareSettings
-from .prepared import IGNORE_INDEX, write_prepared
+from .prepared import IGNORE_INDEX, tokenized_row_features, write_prepared
 from .rejects import RejectLog
 from .seq2seq import SEQ2SEQ, check_seq2seq_settings, tokenize_seq2seq
 from .sources import duplicate_contents, expand_sources, iter_source_rows
@@ -255,16 +255,7 @@ def tokenize_dataset(
         batch_size=256,
         num_proc=cfg.num_proc if cfg.num_proc > 1 else None,
         remove_columns=ds.column_names,
-        features=datasets.Features(
-            {
-                "input_ids": datasets.List(datasets.Value("int32")),
-                "labels": datasets.List(datasets.Value("int32")),
-                "status": datasets.Value("string"),
-                "reason": datasets.Value("string"),
-                "source": datasets.Value("string"),
-                "row_id": datasets.Value("int64"),
-            }
-        ),
+        features=tokenized_row_features(),
         desc="tokenize + mask",
         load_from_cache_file=False,
         # Never cached, so no need for datasets to hash the tokenizer (it cannot, and warns on every run).

@@ -31,6 +31,25 @@ TOKENIZER_DIR = "tokenizer"
 IGNORE_INDEX = -100  # a label that is not trained (the value transformers' loss ignores)
 
 
+def tokenized_row_features() -> Any:
+    """The columns a tokenize map emits per row before packing (ids, labels, status, reason, source,
+    row): one schema for the chat, text and encoder-decoder paths."""
+    import datasets
+
+    ints = datasets.List(datasets.Value("int32"))
+    text = datasets.Value("string")
+    return datasets.Features(
+        {
+            "input_ids": ints,
+            "labels": ints,
+            "status": text,
+            "reason": text,
+            "source": text,
+            "row_id": datasets.Value("int64"),
+        }
+    )
+
+
 @dataclass
 class PreparedData:
     """A prepared folder, read: the dataset, its settings and stats, and where its tokenizer is."""

@@ -111,6 +111,7 @@ def tokenize_seq2seq(
 ) -> datasets.Dataset:
     """Run `Seq2SeqTokenize` over a dataset of conversations (same output columns as the causal map)."""
     from ..fingerprint import text_digest
+    from .prepared import tokenized_row_features
 
     return ds.map(
         Seq2SeqTokenize(tokenizer, max_source, max_target, overlong),
@@ -118,16 +119,7 @@ def tokenize_seq2seq(
         batch_size=256,
         num_proc=num_proc if num_proc > 1 else None,
         remove_columns=ds.column_names,
-        features=datasets.Features(
-            {
-                "input_ids": datasets.List(datasets.Value("int32")),
-                "labels": datasets.List(datasets.Value("int32")),
-                "status": datasets.Value("string"),
-                "reason": datasets.Value("string"),
-                "source": datasets.Value("string"),
-                "row_id": datasets.Value("int64"),
-            }
-        ),
+        features=tokenized_row_features(),
         desc="tokenize (input, target)",
         load_from_cache_file=False,
         new_fingerprint=text_digest(ds._fingerprint, SEQ2SEQ, str((max_source, max_target, overlong)))[:32],

@@ -63,21 +63,9 @@ def tiny_preset(name: str) -> TinyPreset:
 
 def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int = 2048, chat_template: str = "tulu"):
     """Train a byte-level BPE on `texts` and wrap it as a PreTrainedTokenizerFast with a chat template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
-    )
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    bpe.train_from_iterator(_batched(texts), trainer=trainer)
+    bpe = _byte_level_bpe(texts, vocab_size, SPECIAL_TOKENS)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=bpe,
         bos_token="<s>",
@@ -101,6 +89,25 @@ def tiny_tokenizer(name: str, texts: Iterable[str], chat_template: str = "tulu")
         return train_tiny_t5_tokenizer(texts, vocab_size=tiny_t5_preset(name).vocab_size)
     preset = tiny_preset(name if is_tiny(name) else f"{TINY_PREFIX}micro")
     return train_tiny_tokenizer(texts, vocab_size=preset.vocab_size, chat_template=chat_template)
+
+
+def _byte_level_bpe(texts: Iterable[str], vocab_size: int, special_tokens: list[str]):
+    """A byte-level BPE (digits split one by one) trained on `texts`, specials first in the vocabulary."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=special_tokens,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(_batched(texts), trainer=trainer)
+    return bpe
 
 
 def _batched(texts: Iterable[str], size: int = 1000) -> Iterator[list[str]]:
@@ -210,21 +217,10 @@ def tiny_t5_preset(name: str) -> TinyT5Preset:
 def train_tiny_t5_tokenizer(texts: Iterable[str], vocab_size: int = 1024):
     """A byte-level BPE with what T5 needs: `<pad>` (0, also the decoder start), `</s>` (1) appended to
     every encoded text by the post-processor, `<unk>` (2), and no bos token; no chat template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import processors
     from transformers import PreTrainedTokenizerFast
 
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
-    )
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=T5_SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    bpe.train_from_iterator(_batched(texts), trainer=trainer)
+    bpe = _byte_level_bpe(texts, vocab_size, T5_SPECIAL_TOKENS)
     eos = bpe.token_to_id("</s>")
     bpe.post_processor = processors.TemplateProcessing(
         single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", eos)]

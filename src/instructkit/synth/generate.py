@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import InstructkitError
 from ..evaluate.backends.base import Backend, greedy_texts
 from ..evaluate.backends.load import load_backend
 from .config import DEFAULT_SYNTHESIZER, GenerateConfig
@@ -23,7 +22,7 @@ from .markup import SynthFormat
 from .parser import parse_pairs
 from .quality import pair_statistics
 from .rounds import Entry, build_prompt, plan_chains
-from .shards import finished_records, is_done, plan_shards, shard_path, write_atomic
+from .shards import check_plan, finished_records, is_done, plan_shards, shard_path, write_atomic
 
 # Settings that change which shard holds which text, or what a shard contains.
 PLAN_KEYS = (
@@ -86,18 +85,7 @@ def with_synthesizer(cfg: GenerateConfig) -> GenerateConfig:
 
 def _check_config(cfg: GenerateConfig, out: Path) -> None:
     """Write config.json on the first run; refuse a rerun whose plan settings differ."""
-    plan = cfg.model_dump(include=set(PLAN_KEYS))
-    path = out / "config.json"
-    if path.is_file():
-        old = json.loads(path.read_text()).get("plan", {})
-        changed = sorted(k for k in plan if old.get(k) != plan[k])
-        if changed:
-            raise InstructkitError(
-                f"{out} holds shards made with other settings ({', '.join(changed)} differ); use a new --out folder"
-            )
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"plan": plan, "run": cfg.model_dump()}, indent=2))
+    check_plan(out, cfg.model_dump(include=set(PLAN_KEYS)), cfg.model_dump(), "shards")
 
 
 def _run_jobs(cfg: GenerateConfig, jobs: list[tuple[int, list[list[dict]]]]) -> None:

@@ -25,7 +25,7 @@ from ..evaluate.scoring import answer_correct
 from ..evaluate.spec import EvalDoc, EvalTask
 from ..fingerprint import text_digest
 from .pairs_config import PairsConfig
-from .shards import finished_records, is_done, read_jsonl, shard_path, write_atomic
+from .shards import check_plan, finished_records, is_done, read_jsonl, shard_path, write_atomic
 
 EXACT_METHODS = ("generate", "self_consistency")  # tasks scored by an extracted answer
 # Settings that change what a shard holds; the rest (batch size, holdout) may change between runs.
@@ -207,16 +207,5 @@ def write_pairs(out: Path, records: list[dict], holdout: int) -> dict[str, Any]:
 
 
 def _check_config(cfg: PairsConfig, out: Path) -> None:
-    """Write config.json on the first run; refuse a rerun whose sampling settings differ."""
-    plan = cfg.model_dump(include=set(PLAN_KEYS))
-    path = out / "config.json"
-    if path.is_file():
-        old = json.loads(path.read_text()).get("plan", {})
-        changed = sorted(k for k in plan if old.get(k) != plan[k])
-        if changed:
-            raise InstructkitError(
-                f"{out} holds samples made with other settings ({', '.join(changed)} differ); use a new --out folder"
-            )
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"plan": plan, "run": cfg.model_dump()}, indent=2))
+    """Write config.json on the first run; refuse a rerun whose plan settings differ."""
+    check_plan(out, cfg.model_dump(include=set(PLAN_KEYS)), cfg.model_dump(), "samples")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_file
+from ..errors import InstructkitError
 
 
 @dataclass(frozen=True)
@@ -62,3 +63,19 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 def finished_records(out: Path) -> list[dict[str, Any]]:
     """Every record of every finished shard, in shard order."""
     return [r for p in sorted((out / "shards").glob("shard-*.jsonl")) for r in read_jsonl(p)]
+
+
+def check_plan(out: Path, plan: dict[str, Any], run: dict[str, Any], made: str) -> None:
+    """Write `out/config.json` on the first run; refuse a rerun whose plan settings differ, naming them
+    (shards made under other settings must never be mixed with new ones)."""
+    path = out / "config.json"
+    if path.is_file():
+        old = json.loads(path.read_text()).get("plan", {})
+        changed = sorted(k for k in plan if old.get(k) != plan[k])
+        if changed:
+            raise InstructkitError(
+                f"{out} holds {made} made with other settings ({', '.join(changed)} differ); use a new --out folder"
+            )
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"plan": plan, "run": run}, indent=2))

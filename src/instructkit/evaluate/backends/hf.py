@@ -93,16 +93,23 @@ class HFBackend(Backend):
         An adapter folder loads only onto the base it was trained on, unless `allow_base_mismatch`.
         """
         from ...models.adapters import check_adapter_base
-        from ...models.loading import load_causal_lm, load_tokenizer
+        from ...models.loading import load_tokenizer
         from ...progress import log_event
 
         warnings = check_adapter_base(path, allow_base_mismatch)
         for warning in warnings:
             log_event("eval", f"warning: {warning}")
         torch_dtype = torch.float32 if dtype == "float32" else getattr(torch, dtype, "auto")
-        model = load_causal_lm(path, dtype=torch_dtype).eval()
+        model = cls._load_model(path, torch_dtype).eval()
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return cls(model.to(device), load_tokenizer(path), source=path, warnings=warnings, **kwargs)
+
+    @staticmethod
+    def _load_model(path: str, dtype: Any) -> Any:
+        """The model `from_pretrained` wraps: a causal LM here (the seq2seq backend loads its own kind)."""
+        from ...models.loading import load_causal_lm
+
+        return load_causal_lm(path, dtype=dtype)
 
     def fingerprint(self) -> str:
         """Identity of everything that decides a result: weights (all of them), adapter, tokenizer, chat

@@ -49,27 +49,13 @@ class Seq2SeqBackend(HFBackend):
             self.pad_id,
         )
 
-    @classmethod
-    def from_pretrained(
-        cls,
-        path: str,
-        dtype: str = "auto",
-        device: str | None = None,
-        allow_base_mismatch: bool = False,
-        **kwargs: Any,
-    ) -> Seq2SeqBackend:
-        """Load an encoder-decoder model and tokenizer from a folder or hub id (safetensors, no remote code)."""
-        from ...models.adapters import check_adapter_base
-        from ...models.loading import load_seq2seq_lm, load_tokenizer
-        from ...progress import log_event
+    @staticmethod
+    def _load_model(path: str, dtype: Any) -> Any:
+        """`HFBackend.from_pretrained` loads an encoder-decoder here (adapter check, device and tokenizer
+        as for the causal backend)."""
+        from ...models.loading import load_seq2seq_lm
 
-        warnings = check_adapter_base(path, allow_base_mismatch)
-        for warning in warnings:
-            log_event("eval", f"warning: {warning}")
-        torch_dtype = torch.float32 if dtype == "float32" else getattr(torch, dtype, "auto")
-        model = load_seq2seq_lm(path, dtype=torch_dtype).eval()
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return cls(model.to(device), load_tokenizer(path), source=path, warnings=warnings, **kwargs)
+        return load_seq2seq_lm(path, dtype=dtype)
 
     def render_chat(self, messages: list[dict[str, str]]) -> str:
         """The encoder input training gave this chat (`data.seq2seq.to_pair`: system texts and the one
