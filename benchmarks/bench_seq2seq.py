@@ -3,7 +3,7 @@
     python benchmarks/bench_seq2seq.py [--aqua 100 --mmlu 100 --batch-size 16 --repeat 3 --threads 1
                                         --train-n 1200]   (or --quick for a smoke run)
 
-Evaluation: one random `tiny:t5-small` (its head scaled by 0.02, as tests/test_seq2seq_eval.py does, so the
+Evaluation: one random `tiny:t5-small` (its head scaled by 0.02, as tests/evaluate/test_seq2seq_eval.py does, so the
 distributions are not one-hot) and its T5-style tokenizer (trained on the rows' texts) are handed to both
 tools: instructkit's `Seq2SeqBackend` and lm-eval's `HFLM(backend="seq2seq")`, same batch size, scoring
 the same rows with the same prompt strings (AQuA 5-way, MMLU 5-shot 4-way: the encoder is shared by the

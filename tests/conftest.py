@@ -7,22 +7,11 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("INSTRUCTKIT_SHARED_DATA", REPO.parent / "shared" / "data"))
+from helpers.paths import SHARED_DATA, TOKENIZER_CORPUS
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-TOKENIZER_CORPUS = [
-    "What is 12 plus 35? The answer is 47.",
-    "Write a short poem about the sea. The waves roll in and out.",
-    "Is the following sentence positive or negative? I loved this movie. positive",
-    "Read the paragraph and answer: where did Alice go? Alice went to the market.",
-    "Hello, how are you today? I am fine, thank you for asking!",
-    "Sort the list: 3 1 2. Answer: 1 2 3",
-    "Translate to French: cat -> chat. dog -> chien.",
-] * 40
 
 
 @pytest.fixture(scope="session")

@@ -15,55 +15,23 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "src" / "instructkit"
-README = Path(__file__).resolve().parents[1] / "README.md"
+from helpers.paths import REPO
 
-# Lowest first. A module belongs to the layer of the longest prefix that matches its dotted name; each
-# area's `*cli.py` is a command module (it may start any lower layer's work, e.g. a Ray executor).
+PACKAGE = REPO / "src" / "instructkit"
+README = REPO / "README.md"
+
+# Lowest first: each layer is a package (foundation: the modules at the package root). A module belongs to
+# the layer of its top-level package; `__main__` is the command entry (`python -m instructkit`).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    (
-        "foundation",
-        (
-            "errors",
-            "lazy",
-            "atomic",
-            "fingerprint",
-            "sandbox",
-            "sandbox_bounds",
-            "interrupt",
-            "progress",
-            "settings_io",
-            "cli_options",
-            "hub",
-            "charts",
-        ),
-    ),
+    ("foundation", ()),
     ("models", ("models",)),
     ("data", ("data",)),
     ("train", ("train",)),
-    ("evaluate", ("html_report", "evaluate")),
+    ("evaluate", ("evaluate",)),
     ("synth", ("synth",)),
     ("executors", ("executors",)),
-    (
-        "pipeline",
-        ("recipe", "stage", "pipeline_inputs", "pipeline_stages", "pipeline", "sweep", "run_report"),
-    ),
-    (
-        "commands",
-        (
-            "cli",
-            "pipeline_cli",
-            "models_cli",
-            "doctor",
-            "doctor_cli",
-            "__main__",
-            "data.cli",
-            "data.tasks_cli",
-            "train.cli",
-            "evaluate.cli",
-            "synth.cli",
-        ),
-    ),
+    ("pipeline", ("pipeline",)),
+    ("commands", ("cli", "__main__")),
 ]
 
 
@@ -73,14 +41,12 @@ def _module_name(path: Path) -> str:
 
 
 def _layer(module: str) -> int | None:
-    """The layer of the longest declared prefix of `module` (so `data.cli` is a command, not data)."""
-    matches = [
-        (len(prefix), index)
-        for index, (_, prefixes) in enumerate(LAYERS)
-        for prefix in prefixes
-        if module == prefix or module.startswith(prefix + ".")
-    ]
-    return max(matches)[1] if matches else None
+    """The layer of `module`'s top-level package; a plain module at the root is foundation."""
+    top = module.split(".")[0]
+    for index, (_, packages) in enumerate(LAYERS):
+        if top in packages:
+            return index
+    return 0 if "." not in module and not (PACKAGE / module).is_dir() else None
 
 
 def _resolve(module: str, is_package: bool, node: ast.ImportFrom) -> list[str]:
@@ -164,6 +130,43 @@ def _readme_modules() -> list[str]:
     text = README.read_text(encoding="utf-8")
     section = text.split("## Architecture", 1)[1].split("\n## ", 1)[0]
     return sorted(set(re.findall(r"`instructkit\.([a-z_.]+)`", section)))
+
+
+def _readme_entry_points() -> list[tuple[str, str]]:
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## Architecture", 1)[1].split("\n## ", 1)[0]
+    return sorted(set(re.findall(r"`instructkit\.([a-z_.]+):([a-z_]+)`", section)))
+
+
+def _readme_files() -> list[str]:
+    text = README.read_text(encoding="utf-8")
+    section = text.split("### Where each command goes", 1)[1].split("\n## ", 1)[0]
+    table = section.split("\n\n", 2)[2].split("\n\n", 1)[0]  # the table, after its two-paragraph lead
+    return sorted(set(re.findall(r"`([a-z_/]+(?:\.py|/))`", table)))
+
+
+def test_readme_command_table_names_real_entry_functions_and_files():
+    """The "command → entry function → files" table: each function exists where it says, each file too."""
+    entries = _readme_entry_points()
+    assert len(entries) >= 15
+    for module, function in entries:
+        assert callable(getattr(importlib.import_module(f"instructkit.{module}"), function, None)), (
+            f"instructkit.{module} has no function {function}"
+        )
+    files = _readme_files()
+    assert len(files) >= 30
+    missing = [f for f in files if not (PACKAGE / f).exists()]
+    assert not missing, f"the README's command table names files that do not exist: {missing}"
+
+
+def test_the_root_holds_only_foundation_modules():
+    """Every plain module at the package root is foundation: it imports no package of a higher layer."""
+    root = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem not in ("__init__", "__main__"))
+    assert root and all(_layer(m) == 0 for m in root)
+    for module, edges in import_graph().items():
+        if module in root:
+            above = [t for t, _ in edges if (_layer(t) or 0) > 0]
+            assert not above, f"{module} sits at the root but imports {above}"
 
 
 def test_readme_architecture_names_real_modules():

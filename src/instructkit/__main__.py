@@ -1,5 +1,5 @@
 """`python -m instructkit …` (what `accelerate launch -m instructkit …` runs on every rank)."""
 
-from .cli import main
+from .cli.app import main
 
 main()

@@ -48,3 +48,10 @@ def atomic_file(path: str | Path, mode: str = "w", **open_kwargs: Any) -> Iterat
         tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, path)
+
+
+def write_atomic(path: str | Path, text: str) -> Path:
+    """Write `text` to `path` through `atomic_file`: a reader sees the old file or the new one, never half."""
+    with atomic_file(path) as handle:
+        handle.write(text)
+    return Path(path)

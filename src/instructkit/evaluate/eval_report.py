@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from .. import charts
+from ..atomic import write_atomic
 from ..errors import InstructkitError
-from ..html_report import Section, Table, render_markdown, write_html
 from . import significance as sig
+from .html_report import Section, Table, render_markdown, write_html
 
 RESULTS_FILE = "results.json"  # runner.RESULTS_FILE; not imported from there, which would load torch
 
@@ -151,7 +152,7 @@ def write_report(runs: list[str | Path | dict[str, Any]], out_dir: str | Path) -
         Section("Artifacts", links=_links(loaded)),
     ]
     title = "Evaluation report"
-    (out / "report.md").write_text(render_markdown(title, sections, base=out), encoding="utf-8")
+    write_atomic(out / "report.md", render_markdown(title, sections, base=out))
     write_html(out / "report.html", title, sections, ", ".join(run_label(r) for r in loaded))
     return out / "report.md"
 
@@ -376,7 +377,7 @@ def write_compare(a: str | Path, b: str | Path, out: str | Path) -> tuple[Path, 
         Section("Artifacts", links=_links([run_a, run_b])),
     ]
     title = f"Comparison: {label_b} vs {label_a}"
-    out.write_text(render_markdown(title, sections, base=out.parent), encoding="utf-8")
+    write_atomic(out, render_markdown(title, sections, base=out.parent))
     return out, write_html(out.with_suffix(".html"), title, sections)
 
 

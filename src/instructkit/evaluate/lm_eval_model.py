@@ -22,6 +22,7 @@ from typing import Any
 
 from ..errors import InstructkitError
 from .backends.base import Backend
+from .lm_eval_cache import CachedRequests
 from .requests import GenerationRequest
 
 MODEL_NAME = "instructkit"
@@ -111,8 +112,9 @@ def lm_class() -> type:
         ) from exc
 
     @register_model(MODEL_NAME)
-    class InstructkitLM(_LMMethods, TemplateLM):
-        """lm-eval `LM` on instructkit's hf backend; takes the `hf` model's usual model_args."""
+    class InstructkitLM(CachedRequests, _LMMethods, TemplateLM):
+        """lm-eval `LM` on instructkit's hf backend; takes the `hf` model's usual model_args. With
+        `use_cache(RequestCache)` its requests are answered from (and stored in) the request cache."""
 
     return InstructkitLM
 

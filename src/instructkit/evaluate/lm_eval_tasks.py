@@ -7,15 +7,15 @@ A record is one document (`id` = lm-eval's doc_id) holding every metric value lm
 keyed `metric` (filter `none`) or `metric,filter`; a summary keeps lm-eval's own aggregates under
 `lm_eval`. Metrics that are means of per-row values in [0, 1] are scaled × 100 (instructkit's 0–100 scale);
 others (perplexities) keep lm-eval's value.
-lm-eval requests do not go through the request cache (cache.sqlite): it keys instructkit's own
-requests, while lm-eval's LM scores token ids.
+lm-eval's requests go through the same request cache (cache.sqlite) as instructkit's own, keyed by
+the model and the LM's settings (lm_eval_cache.py): an interrupted run resumes, a re-run costs nothing.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from ..errors import InstructkitError
 from ..fingerprint import sha256_hex
 from ..hub import _is_connection_problem, hub_error
 from .backends.base import Backend
+from .cache import RequestCache
 from .config import EvalConfig
 from .metrics import bootstrap_ci, mean, normalized_score
 
@@ -30,10 +31,21 @@ PREFIX = "lm_eval/"
 NOT_METRICS = ("alias", "name", "sample_len", "samples")  # lm-eval's bookkeeping in a task's results
 
 
-def run_lm_eval(backend: Backend, config: EvalConfig, work_dir: Path) -> Iterator[tuple[str, list, dict]]:
-    """(task name, per-row records, summary) for each lm-eval task of `config`, run on `backend`.
+@dataclass
+class LmEvalRun:
+    """What `run_lm_eval` returns: each task's (name, per-row records, summary), and the request cache's
+    hits and misses for lm-eval's requests."""
 
-    With `config.data_dir`, the official task YAMLs over its local files are written to `work_dir`.
+    tasks: list[tuple[str, list, dict]]
+    cache_hits: int = 0
+    cache_misses: int = 0
+
+
+def run_lm_eval(
+    backend: Backend, config: EvalConfig, work_dir: Path, cache: RequestCache | None = None
+) -> LmEvalRun:
+    """Every lm-eval task of `config`, run on `backend` (answers read from and stored in `cache` when
+    given). With `config.data_dir`, the official task YAMLs over its local files are written to `work_dir`.
     """
     from .lm_eval_model import lm_from_backend, run_lm_eval_tasks
 
@@ -44,6 +56,7 @@ def run_lm_eval(backend: Backend, config: EvalConfig, work_dir: Path) -> Iterato
 
         require_punkt_tab()
     lm = lm_from_backend(backend)
+    lm.use_cache(cache)
     try:
         out = run_lm_eval_tasks(lm, names, task_manager=manager, limit=config.limit, random_seed=config.seed)
     except InstructkitError:
@@ -52,9 +65,13 @@ def run_lm_eval(backend: Backend, config: EvalConfig, work_dir: Path) -> Iterato
         if _is_connection_problem(exc):
             raise hub_error("lm-eval task data for", ",".join(names), exc) from exc
         raise
+    tasks = []
     for task, samples in out["samples"].items():
         records = task_records(samples)
-        yield PREFIX + task, records, task_summary(task, records, out, config.bootstrap, config.seed)
+        tasks.append(
+            (PREFIX + task, records, task_summary(task, records, out, config.bootstrap, config.seed))
+        )
+    return LmEvalRun(tasks, lm.cache_hits, lm.cache_misses)
 
 
 def task_manager(config: EvalConfig, work_dir: Path) -> Any:

@@ -10,6 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from ..atomic import write_atomic
 from ..errors import InstructkitError
 from ..fingerprint import sha256_hex
 from ..progress import Progress
@@ -20,7 +21,7 @@ from .config import EvalConfig
 from .metrics import bootstrap_ci, macro_average, mean, normalized_score
 from .scoring import score_task
 from .spec import EvalTask
-from .suites.registry import parse_task_spec, read_suite, tasks_from_entries
+from .suites.registry import lm_eval_entries, parse_task_spec, read_suite, tasks_from_entries
 
 RESULTS_FILE = "results.json"
 
@@ -41,7 +42,7 @@ def evaluate(
     catalog tasks). Returns the results dict; with `out_dir`, also writes results.json, samples/
     and cache.sqlite. `warnings` (e.g. from loading `model` here) are recorded with the backend's own.
     """
-    config = config or EvalConfig()
+    config = with_suite_lm_eval(config or EvalConfig())
     specs = [t for t in tasks or [] if not isinstance(t, EvalTask)]
     if specs:
         raise InstructkitError(
@@ -55,6 +56,20 @@ def evaluate(
 def eval_config(**fields: Any) -> EvalConfig:
     """An EvalConfig from keyword settings; a wrong name or value is an error naming the field."""
     return validate(EvalConfig, fields, "evaluation settings")
+
+
+def with_suite_lm_eval(config: EvalConfig) -> EvalConfig:
+    """`config` with its suite's lm-eval entries added to `lm_eval_tasks` and `lm_eval_include`."""
+    if not config.suite:
+        return config
+    names, include = lm_eval_entries(read_suite(config.suite)["tasks"])
+    if not names:
+        return config
+    update = {
+        "lm_eval_tasks": list(dict.fromkeys([*config.lm_eval_tasks, *names])),
+        "lm_eval_include": list(dict.fromkeys([*config.lm_eval_include, *include])),
+    }
+    return config.model_copy(update=update)
 
 
 def build_tasks(config: EvalConfig) -> list[EvalTask]:
@@ -117,6 +132,7 @@ def run_tasks(
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     bar = Progress("eval", total=sum(len(t.docs) for t in tasks), unit="doc")
+    lm_eval_cache = (0, 0)  # (hits, misses) of lm-eval's requests
     try:
         for task in tasks:
             records, metrics = score_task(
@@ -127,21 +143,20 @@ def run_tasks(
             bar.update(advance=len(task.docs), task=task.name, score=round(summary["score"], 1))
             if out_dir:
                 _write_samples(out_dir, task.name, records)
+        if config.lm_eval_tasks:
+            lm_eval_cache = _run_lm_eval(backend, config, out_dir, results, cache)
     finally:
         bar.close()
         if cache is not None:
             cache.close()
-    if config.lm_eval_tasks:
-        _run_lm_eval(backend, config, out_dir, results)
     results["groups"] = group_summary(results["tasks"])
     results["clusters"] = group_summary(results["tasks"], key="cluster")
     results["normalized_average"] = macro_average([g["normalized"] for g in results["groups"].values()])
     if isinstance(scorer, CachedBackend):
-        results["cache"] = {"hits": scorer.hits, "misses": scorer.misses}
+        hits, misses = scorer.hits + lm_eval_cache[0], scorer.misses + lm_eval_cache[1]
+        results["cache"] = {"hits": hits, "misses": misses}
     if out_dir:
-        (out_dir / RESULTS_FILE).write_text(
-            json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8"
-        )
+        write_atomic(out_dir / RESULTS_FILE, json.dumps(results, indent=2, ensure_ascii=False))
     return results
 
 
@@ -168,17 +183,22 @@ def task_summary(
     }
 
 
-def _run_lm_eval(backend: Backend, config: EvalConfig, out_dir: Path | None, results: dict) -> None:
-    """lm-eval's tasks on the same backend (not through the request cache), as per-row task results."""
+def _run_lm_eval(
+    backend: Backend, config: EvalConfig, out_dir: Path | None, results: dict, cache: RequestCache | None
+) -> tuple[int, int]:
+    """lm-eval's tasks on the same backend and request cache, as per-row task results; returns the
+    cache's (hits, misses) for their requests."""
     import tempfile
 
     from .lm_eval_tasks import run_lm_eval
 
     with tempfile.TemporaryDirectory() as scratch:
-        for name, records, summary in run_lm_eval(backend, config, out_dir or Path(scratch)):
+        run = run_lm_eval(backend, config, out_dir or Path(scratch), cache)
+        for name, records, summary in run.tasks:
             results["tasks"][name] = summary
             if out_dir:
                 _write_samples(out_dir, name, records)
+    return run.cache_hits, run.cache_misses
 
 
 def group_summary(tasks: dict[str, dict[str, Any]], key: str = "group") -> dict[str, dict[str, float]]:

@@ -5,13 +5,17 @@ local folder under --data-dir, or the hub). A part of a *suite* that needs the u
 left out and named (the suite runs on what the data directory holds); a benchmark asked for by
 name (`-t tydiqa`) must load.
 
-A suite file lists entries, each either a benchmark with options or a catalog task:
+A suite file lists entries, each a benchmark with options, a catalog task, or an lm-eval task (its
+own definition, run through lm-eval on the same backend; `include` adds a folder of task YAMLs,
+relative to the suite file):
 
     name: my-suite
     tasks:
       - {benchmark: gsm8k, cot: true, num_fewshot: 8}
       - {benchmark: mmlu, num_fewshot: 5, subjects: [anatomy]}
       - {catalog: some_catalog_task, num_fewshot: 0}
+      - {lm_eval: arc_easy}
+      - {lm_eval: my_task, include: my_lm_eval_tasks/}
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ BENCHMARKS: dict[str, tuple[Loader, str, str | None]] = {
 }
 
 SUITE_DIR = Path(__file__).parent
+ENTRY_KINDS = {"benchmark", "catalog", "lm_eval"}
 # EvalTask fields any entry may set after loading (e.g. a shorter token limit for a quick run).
 TASK_OVERRIDES = {"max_new_tokens", "samples", "temperature", "extractor", "metric", "cluster", "stop"}
 
@@ -111,12 +116,35 @@ def read_suite(name_or_path: str) -> dict[str, Any]:
     if not isinstance(spec.get("tasks"), list):
         raise InstructkitError(f"{path}: a suite needs a 'tasks' list")
     for i, entry in enumerate(spec["tasks"]):
-        if not isinstance(entry, dict) or not ({"benchmark", "catalog"} & entry.keys()):
-            raise InstructkitError(f"{path}: tasks[{i}]: each entry needs 'benchmark' or 'catalog'")
+        if not isinstance(entry, dict) or len(ENTRY_KINDS & entry.keys()) != 1:
+            raise InstructkitError(
+                f"{path}: tasks[{i}]: each entry needs one of 'benchmark', 'catalog', 'lm_eval'"
+            )
+        if "lm_eval" in entry:
+            _check_lm_eval_entry(entry, path, i)
     spec.setdefault("name", path.stem)
     for entry in spec["tasks"]:
         entry.setdefault("suite", spec["name"])  # a suite's parts may be left out when the hub is unreachable
     return spec
+
+
+def _check_lm_eval_entry(entry: dict[str, Any], path: Path, index: int) -> None:
+    """An lm-eval entry takes its task name and an optional `include` folder (made absolute here)."""
+    extra = sorted(entry.keys() - {"lm_eval", "include"})
+    if extra:
+        raise InstructkitError(
+            f"{path}: tasks[{index}]: an lm_eval entry takes only 'lm_eval' and 'include' (got {', '.join(extra)}): "
+            "lm-eval's own task definition sets its shots, prompts and metrics"
+        )
+    if "include" in entry:
+        entry["include"] = str((path.parent / entry["include"]).resolve())
+
+
+def lm_eval_entries(entries: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """(lm-eval task names, include folders) of a suite's lm_eval entries, in order, without repeats."""
+    names = [str(e["lm_eval"]) for e in entries if "lm_eval" in e]
+    include = [e["include"] for e in entries if "lm_eval" in e and "include" in e]
+    return list(dict.fromkeys(names)), list(dict.fromkeys(include))
 
 
 def tasks_from_entries(entries: list[dict[str, Any]], data_dir: Path | None = None) -> list[EvalTask]:
@@ -124,7 +152,7 @@ def tasks_from_entries(entries: list[dict[str, Any]], data_dir: Path | None = No
     for line in source_plan(entries, data_dir):
         log_event("eval", line)
     tasks: list[EvalTask] = []
-    for entry in entries:
+    for entry in (e for e in entries if "lm_eval" not in e):  # lm-eval runs those (runner.run_tasks)
         built = _entry_tasks(entry, data_dir)
         for task in built:
             for key in TASK_OVERRIDES & entry.keys():
