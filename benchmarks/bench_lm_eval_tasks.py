@@ -162,7 +162,9 @@ def main() -> None:
             limit = args.gen_limit if name in GENERATION else args.limit
             if name in GENERATION:
                 task_dict["tasks"][name].config.generation_kwargs["max_gen_toks"] = args.max_gen_toks
-            if name in SHOTS:  # as simple_evaluate(num_fewshot=...) sets it (lm-eval's MMLU default is 0-shot)
+            if (
+                name in SHOTS
+            ):  # as simple_evaluate(num_fewshot=...) sets it (lm-eval's MMLU default is 0-shot)
                 task_dict["tasks"][name].set_config(key="num_fewshot", value=SHOTS[name])
             task_dicts[name] = (task_dict, limit)
         runs: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
