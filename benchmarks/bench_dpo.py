@@ -34,35 +34,25 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from unittest import mock
 
-import torch
-from transformers import TrainerCallback, set_seed
-from transformers.trainer_callback import PrinterCallback
+from transformers import set_seed
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import WORK_DIR, machine, write_section  # noqa: E402
+import train_common as tc  # noqa: E402
+from common import SHARED_DATA, WORK_DIR  # noqa: E402
 
-MODEL = "pretrained:smollm2-135m-instruct"
-DATA = Path(
-    os.environ.get("INSTRUCTKIT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
-)
-GSM8K = DATA / "gsm8k" / "train.jsonl"
+GSM8K = SHARED_DATA / "gsm8k" / "train.jsonl"
 LEARNING_RATE, BETA, SEED = 5e-6, 0.1, 42
 WORK = WORK_DIR / "dpo"
-TOOLS = ("instructkit", "TRL")
 
 
 @dataclass
-class RunRecord:
+class RunRecord(tc.BaseRunRecord):
     """What one training run measured."""
 
-    tool: str
-    method: str
-    step_seconds: list[float] = field(default_factory=list)
-    losses: list[float] = field(default_factory=list)
     margins: list[float] = field(default_factory=list)
     wall_s: float = 0.0  # the whole call: model load, reference pass (instructkit), training
 
@@ -93,7 +83,7 @@ def prepare_data(pairs: int, max_length: int) -> Path:
         return out
     src = WORK / f"pairs-{pairs}.jsonl"
     src.write_text("".join(json.dumps(row) + "\n" for row in gsm8k_pairs(pairs)))
-    prepare(PrepareConfig(sources=[str(src)], out=str(out), tokenizer=MODEL, max_length=max_length), False)
+    prepare(PrepareConfig(sources=[str(src)], out=str(out), tokenizer=tc.MODEL, max_length=max_length), False)
     return out
 
 
@@ -119,23 +109,12 @@ def trl_rows(data_dir: Path):
 # --- recording ----------------------------------------------------------------------------------
 
 
-class Recorder(TrainerCallback):
+class Recorder(tc.StepRecorder):
     """Step times, per-step losses and reward margins of one run."""
 
-    def __init__(self, record: RunRecord):
-        self.record, self.last = record, 0.0
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.last = time.perf_counter()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        now = time.perf_counter()
-        self.record.step_seconds.append(now - self.last)
-        self.last = now
-
     def on_log(self, args, state, control, logs=None, **kwargs):
+        super().on_log(args, state, control, logs=logs, **kwargs)
         if logs and "loss" in logs:
-            self.record.losses.append(float(logs["loss"]))
             self.record.margins.append(float(logs.get("rewards/margins", float("nan"))))
 
 
@@ -148,7 +127,7 @@ def our_config(data_dir: Path, method: str, opts):
     return TrainConfig(
         data=data_dir,
         output_dir=WORK / f"out-instructkit-{method}",
-        model=MODEL,
+        model=tc.MODEL,
         objective="dpo",
         dpo_loss="sigmoid",
         beta=BETA,
@@ -162,12 +141,7 @@ def our_config(data_dir: Path, method: str, opts):
         lr_scheduler="constant",
         warmup_ratio=0.0,
         weight_decay=0.0,
-        precision="fp32",
-        seed=SEED,
-        logging_steps=1,
-        save_steps=10**6,
-        progress=False,
-        overwrite=True,
+        **tc.instructkit_fixed_args(SEED),
     )
 
 
@@ -191,11 +165,9 @@ def run_instructkit(data_dir: Path, method: str, opts, recorder: Recorder) -> No
 
 def run_trl(data_dir: Path, method: str, opts, recorder: Recorder) -> None:
     """TRL's DPOTrainer on the same ids, same initial weights (loaded by the same code), sdpa."""
-    from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer
 
     from instructkit.data.prepared import read_prepared
-    from instructkit.train.config import TrainSettings
     from instructkit.train.setup import build_model
 
     class TokenizedDPOTrainer(DPOTrainer):
@@ -206,16 +178,6 @@ def run_trl(data_dir: Path, method: str, opts, recorder: Recorder) -> None:
     full = our_config(data_dir, "full", opts)
     model, tokenizer = build_model(full, read_prepared(str(data_dir)))
     model.set_attn_implementation("sdpa")
-    fields = TrainSettings.model_fields
-    peft_config = None
-    if method == "lora":
-        peft_config = LoraConfig(
-            r=fields["lora_r"].default,
-            lora_alpha=fields["lora_alpha"].default,
-            lora_dropout=0.0,
-            target_modules=fields["lora_target_modules"].default,
-            task_type="CAUSAL_LM",
-        )
     args = DPOConfig(
         output_dir=str(WORK / f"out-trl-{method}"),
         per_device_train_batch_size=opts.batch,
@@ -224,32 +186,21 @@ def run_trl(data_dir: Path, method: str, opts, recorder: Recorder) -> None:
         learning_rate=LEARNING_RATE,
         lr_scheduler_type="constant",
         warmup_steps=0,
-        weight_decay=0.0,
-        optim="adamw_torch",
-        max_grad_norm=1.0,
-        bf16=False,
-        gradient_checkpointing=False,
-        seed=SEED,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        use_cpu=True,
         beta=BETA,
         loss_type=["sigmoid"],
         max_length=None,
+        **tc.trl_fixed_args(SEED),
     )
-    trainer = TokenizedDPOTrainer(
+    tc.quiet_trainer(
+        TokenizedDPOTrainer,
+        recorder,
         model=model,
         ref_model=copy.deepcopy(model) if method == "full" else None,
         args=args,
         train_dataset=trl_rows(data_dir),
         processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=[recorder],
-    )
-    trainer.remove_callback(PrinterCallback)
-    trainer.train()
+        peft_config=tc.trl_lora(method, dropout=0.0),
+    ).train()
 
 
 def run_once(tool: str, method: str, data_dir: Path, opts) -> RunRecord:
@@ -273,7 +224,7 @@ def summarize(records: list[RunRecord], opts) -> dict:
     out: dict = {}
     for method in opts.methods:
         row: dict = {}
-        for tool in TOOLS:
+        for tool in tc.TOOLS:
             runs = [r for r in records if r.method == method and r.tool == tool]
             per_run = [statistics.mean(r.step_seconds[opts.warmup :]) for r in runs]
             row[tool] = {
@@ -291,27 +242,13 @@ def summarize(records: list[RunRecord], opts) -> dict:
     return out
 
 
-def versions() -> str:
-    import peft
-    import transformers
-    import trl
-
-    import instructkit
-
-    return (
-        f"instructkit {instructkit.__version__}, torch {torch.__version__}, transformers "
-        f"{transformers.__version__}, TRL {trl.__version__}, peft {peft.__version__}"
-    )
-
-
 def report(records: list[RunRecord], summary: dict, opts, data_dir: Path) -> None:
     """results/dpo.md and .json."""
-    command = ("python benchmarks/bench_dpo.py " + " ".join(opts.argv)).strip()
     stats = json.loads((data_dir / "stats.json").read_text())
     lines = [
         "## DPO (CPU): instructkit vs TRL DPOTrainer, SmolLM2-135M-Instruct",
         "",
-        f"`{command}` — {machine()}, {opts.threads} torch threads; {versions()}.",
+        tc.command_line("bench_dpo.py", opts),
         "",
         f"Data: {opts.pairs} GSM8K train questions, chosen = the reference solution, rejected = the same "
         f"solution with a wrong final number; `data prepare --max-length {opts.max_length}` with the model's "
@@ -331,49 +268,25 @@ def report(records: list[RunRecord], summary: dict, opts, data_dir: Path) -> Non
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for method, row in summary.items():
-        for tool in TOOLS:
+        for tool in tc.TOOLS:
             r, ours = row[tool], tool == "instructkit"
             lines.append(
                 f"| {method} | {tool} | {r['step_s']:.2f} | {r['pairs_per_s']:.2f} | {r['wall_s']:.1f} | "
                 + (f"{row['speedup']:.2f}× | {row['max_abs_delta_loss']:.1e} |" if ours else "1.00× | |")
             )
-    lines += [
-        "",
-        "Per-step loss:",
-        "",
-        "| method | step | instructkit | TRL | \\|Δ\\| |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for method, row in summary.items():
-        for i, (a, b) in enumerate(zip(row["instructkit"]["losses"], row["TRL"]["losses"], strict=True)):
-            lines.append(f"| {method} | {i + 1} | {a:.6f} | {b:.6f} | {abs(a - b):.1e} |")
-    data = {"options": {k: v for k, v in vars(opts).items() if k != "argv"}, "summary": summary}
-    data["runs"] = [asdict(r) for r in records]
-    write_section("dpo", "\n".join(lines), data)
+    lines += tc.loss_table(summary, "Per-step loss:")
+    tc.save("dpo", lines, opts, summary, records)
 
 
 # --- main ---------------------------------------------------------------------------------------
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = tc.training_parser(__doc__.splitlines()[0], warmup=1)
     parser.add_argument("--pairs", type=int, default=64, help="GSM8K pairs prepared")
     parser.add_argument("--batch", type=int, default=4, help="pairs per optimizer step")
-    parser.add_argument("--steps", type=int, default=6, help="optimizer steps per run")
-    parser.add_argument(
-        "--warmup", type=int, help="first steps excluded from the timing (default 1, < steps)"
-    )
-    parser.add_argument("--repeat", type=int, default=3, help="runs per tool and method (median)")
     parser.add_argument("--max-length", type=int, default=512, help="tokens per side (prepare --max-length)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads for both tools")
-    parser.add_argument("--methods", default="full,lora", help="comma-separated: full, lora")
-    opts = parser.parse_args(argv)
-    opts.methods = [m.strip() for m in opts.methods.split(",") if m.strip()]
-    opts.argv = argv
-    if opts.warmup is None:
-        opts.warmup = max(0, min(1, opts.steps - 1))
-    if opts.warmup >= opts.steps:
-        parser.error("--warmup must be below --steps")
+    opts = tc.parse_training(parser, argv, warmup=1)
     if opts.pairs < opts.batch * opts.steps:
         parser.error("--pairs must cover --batch × --steps (one epoch at most, no pair seen twice)")
     return opts
@@ -381,14 +294,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> None:
     opts = parse(argv)
-    torch.set_num_threads(opts.threads)
-    WORK.mkdir(parents=True, exist_ok=True)
+    tc.setup(opts, WORK)
     data_dir = prepare_data(opts.pairs, opts.max_length)
     records: list[RunRecord] = []
     for method in opts.methods:
-        for r in range(opts.repeat):
-            for tool in TOOLS if r % 2 == 0 else TOOLS[::-1]:
-                records.append(run_once(tool, method, data_dir, opts))
+        records += [run_once(tool, method, data_dir, opts) for tool in tc.interleaved(opts.repeat)]
     report(records, summarize(records, opts), opts, data_dir)
 
 

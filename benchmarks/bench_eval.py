@@ -24,15 +24,12 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import machine, write_section  # noqa: E402
+from common import REPO, linear_work, machine, offline, write_section  # noqa: E402
+from common import SHARED_DATA as DATA  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("INSTRUCTKIT_SHARED_DATA", REPO.parent / "shared" / "data"))
+offline()
 BBH_TASKS = ("boolean_expressions", "date_understanding", "sports_understanding")
 
 MC_YAML = """task: {name}
@@ -117,15 +114,7 @@ def time_lmeval(lm, task_dict) -> tuple[list[dict], float]:
 
 
 def work_ratio(backend, task, batch_size: int) -> dict:
-    """Forward-pass work of each tool on a loglikelihood task, in linear-layer FLOPs (attention left out).
-
-    lm-eval runs every request's context + continuation (padded to the longest of each length-sorted batch)
-    and projects every position onto the vocabulary. instructkit runs its packed trie rows (padding included)
-    and projects only the scored positions. The ratio is the speed-up a tool that computes the same
-    exact log-likelihoods as instructkit can reach over lm-eval at equal FLOP/s: its ceiling.
-    """
-    from instructkit.evaluate.backends.hf import _shared_prefix
-    from instructkit.evaluate.backends.prefix_tree import build_tries, pack
+    """Forward-pass work of each tool on a loglikelihood task, in linear-layer FLOPs (`linear_work`)."""
     from instructkit.evaluate.prompting import context, continuation
     from instructkit.evaluate.requests import LoglikelihoodRequest
 
@@ -134,30 +123,7 @@ def work_ratio(backend, task, batch_size: int) -> dict:
         for d in task.docs
         for c in d.choices
     ]
-    pairs = [backend._pair(r) for r in requests]
-    config = backend.model.config
-    head = 2 * config.vocab_size * config.hidden_size
-    body = 2 * sum(p.numel() for p in backend.model.parameters()) - head  # tied embeddings: head counted once
-    lengths = sorted((len(c) + len(x) - 1 for c, x in pairs), reverse=True)
-    lm_tokens = sum(
-        max(lengths[i : i + batch_size]) * len(lengths[i : i + batch_size])
-        for i in range(0, len(lengths), batch_size)
-    )
-    prefix = _shared_prefix([c for c, _ in pairs])
-    tries = build_tries(pairs, prefix)
-    rows = list(backend._row_batches(pack(tries, backend.row_tokens), prefix))
-    our_tokens = prefix + sum(max(sum(len(t.tokens) for t in r) for r in b) * len(b) for b in rows)
-    needed = prefix + sum(len(t.tokens) for t in tries)  # every distinct token once, no padding
-    scored = sum(len({node for _, node, _ in t.scores}) for t in tries)
-    lm_flops = lm_tokens * (body + head)
-    return {
-        "lm_tokens": lm_tokens,
-        "our_tokens": our_tokens,
-        "needed_tokens": needed,
-        "scored": scored,
-        "ratio": lm_flops / (our_tokens * body + scored * head),
-        "ceiling": lm_flops / (needed * body + scored * head),
-    }
+    return linear_work([backend._pair(r) for r in requests], backend, batch_size)
 
 
 def parity(task, ours: list[dict], theirs: list[dict]) -> dict:

@@ -27,15 +27,12 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import machine, write_section  # noqa: E402
+from common import SHARED_DATA as DATA  # noqa: E402
+from common import linear_work, machine, offline, write_section  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("INSTRUCTKIT_SHARED_DATA", REPO.parent / "shared" / "data"))
+offline()
 LOGLIK = ["piqa", "mmlu_anatomy", "hellaswag", "arc_easy"]
 SHOTS = {"mmlu_anatomy": 5}  # the published MMLU setting; the other tasks keep their YAML's shots
 GENERATION = [
@@ -92,31 +89,10 @@ def parity(ours: dict, theirs: dict) -> dict:
 
 def work_ceiling(lm, task, batch_size: int) -> dict:
     """Linear-layer FLOPs of HFLM's padded rows over the fewest tokens an exact method needs (every
-    distinct token once), and over what instructkit's packed rows feed (as bench_eval.work_ratio)."""
-    from instructkit.evaluate.backends.hf import _shared_prefix
-    from instructkit.evaluate.backends.prefix_tree import build_tries, pack
-
+    distinct token once), and over what instructkit's packed rows feed (`common.linear_work`)."""
     pairs = [lm._truncate(*lm._encode_pair(*inst.args)) for inst in task.instances]
-    engine = lm.engine
-    config = engine.model.config
-    head = 2 * config.vocab_size * config.hidden_size
-    body = 2 * sum(p.numel() for p in engine.model.parameters()) - head
-    lengths = sorted((len(c) + len(x) - 1 for c, x in pairs), reverse=True)
-    lm_tokens = sum(
-        max(lengths[i : i + batch_size]) * len(lengths[i : i + batch_size])
-        for i in range(0, len(lengths), batch_size)
-    )
-    prefix = _shared_prefix([c for c, _ in pairs])
-    tries = build_tries(pairs, prefix)
-    rows = list(engine._row_batches(pack(tries, engine.row_tokens), prefix))
-    our_tokens = prefix + sum(max(sum(len(t.tokens) for t in r) for r in b) * len(b) for b in rows)
-    needed = prefix + sum(len(t.tokens) for t in tries)
-    scored = sum(len({node for _, node, _ in t.scores}) for t in tries)
-    lm_flops = lm_tokens * (body + head)
-    return {
-        "ratio": lm_flops / (our_tokens * body + scored * head),
-        "ceiling": lm_flops / (needed * body + scored * head),
-    }
+    work = linear_work(pairs, lm.engine, batch_size)
+    return {"ratio": work["ratio"], "ceiling": work["ceiling"]}
 
 
 def main() -> None:

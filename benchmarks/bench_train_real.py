@@ -38,36 +38,44 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from unittest import mock
 
 import torch
-from transformers import TrainerCallback, set_seed
-from transformers.trainer_callback import PrinterCallback
+from transformers import set_seed
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import WORK_DIR, machine, write_section  # noqa: E402
+from common import SHARED_DATA as DATA  # noqa: E402
+from common import WORK_DIR  # noqa: E402
 from profile_helper import StepProfiler, profile_table  # noqa: E402
-
-MODEL = "pretrained:smollm2-135m-instruct"
-DATA = Path(
-    os.environ.get("INSTRUCTKIT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+from train_common import (  # noqa: E402
+    MODEL,
+    TOOLS,
+    BaseRunRecord,
+    StepRecorder,
+    command_line,
+    instructkit_fixed_args,
+    interleaved,
+    loss_table,
+    parse_training,
+    quiet_trainer,
+    save,
+    setup,
+    training_parser,
+    trl_fixed_args,
+    trl_lora,
 )
+
 SOURCES = [*sorted(str(p) for p in (DATA / "p3_t0_subset").glob("*.jsonl")), str(DATA / "gsm8k/train.jsonl")]
 LEARNING_RATE, SEED = 2e-5, 42
 WORK = WORK_DIR / "train_real"
-TOOLS = ("instructkit", "TRL")
 
 
 @dataclass
-class RunRecord:
+class RunRecord(BaseRunRecord):
     """What one training run measured."""
 
-    tool: str
-    method: str
-    step_seconds: list[float] = field(default_factory=list)
-    losses: list[float] = field(default_factory=list)
     batch_digests: list[str] = field(default_factory=list)  # one per micro-batch, in order
     tokens: list[int] = field(default_factory=list)  # per micro-batch
     trained: list[int] = field(default_factory=list)  # labelled next-token targets per micro-batch
@@ -118,13 +126,12 @@ def trainable_digest(model: torch.nn.Module) -> str:
     return tensor_digest(p for _, p in named)
 
 
-class Recorder(TrainerCallback):
+class Recorder(StepRecorder):
     """Step times, per-step losses and every collated micro-batch of one run; optionally a profile."""
 
     def __init__(self, record: RunRecord, profile_after: int = 0, profile_steps: int = 0):
-        self.record = record
+        super().__init__(record)
         self.profiler = StepProfiler(profile_after, profile_steps)
-        self.last = 0.0
 
     def attach(self, trainer) -> None:
         """Record the trainer's batches; in profiling runs also open category scopes around its parts."""
@@ -144,29 +151,15 @@ class Recorder(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self.record.init_digest = trainable_digest(model)
         torch.manual_seed(SEED)  # same dropout masks (LoRA) and data order in both tools
-        self.last = time.perf_counter()
+        super().on_train_begin(args, state, control, **kwargs)
 
     def on_step_end(self, args, state, control, **kwargs):
-        now = time.perf_counter()
-        self.record.step_seconds.append(now - self.last)
-        self.last = now
+        super().on_step_end(args, state, control, **kwargs)
         if self.profiler.step_ended(state.global_step, self.record.step_seconds):
             self.record.profile, self.record.profile_wall = self.profiler.per_step, self.profiler.wall
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and "loss" in logs:
-            self.record.losses.append(float(logs["loss"]))
-
 
 # --- the two tools --------------------------------------------------------------------------------
-
-
-def lora_settings() -> dict:
-    """instructkit's LoRA defaults (TrainSettings), used for both tools."""
-    from instructkit.train.config import TrainSettings
-
-    fields = TrainSettings.model_fields
-    return {k: fields[f"lora_{k}"].default for k in ("r", "alpha", "dropout", "target_modules")}
 
 
 def run_instructkit(data_dir: Path, method: str, opts, recorder: Recorder) -> None:
@@ -189,12 +182,7 @@ def run_instructkit(data_dir: Path, method: str, opts, recorder: Recorder) -> No
         micro_batch_size=1,
         gradient_accumulation_steps=opts.grad_accum,
         learning_rate=LEARNING_RATE,
-        precision="fp32",
-        seed=SEED,
-        logging_steps=1,
-        save_steps=10**6,
-        progress=False,
-        overwrite=True,
+        **instructkit_fixed_args(SEED),
     )
     set_seed(SEED)  # LoRA's initial weights: the same random draws in both tools
     with mock.patch.object(run, "InstructTrainer", RecordedTrainer):
@@ -203,7 +191,6 @@ def run_instructkit(data_dir: Path, method: str, opts, recorder: Recorder) -> No
 
 def load_trl_model(method: str):
     """The model as a TRL user loads it: fp32, sdpa (transformers' default on CPU); a LoRA config."""
-    from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from instructkit.models.pretrained import resolve_model_ref
@@ -211,19 +198,7 @@ def load_trl_model(method: str):
     path = resolve_model_ref(MODEL)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa")
     tokenizer = AutoTokenizer.from_pretrained(path)
-    lora = lora_settings()
-    peft_config = (
-        LoraConfig(
-            r=lora["r"],
-            lora_alpha=lora["alpha"],
-            lora_dropout=lora["dropout"],
-            target_modules=lora["target_modules"],
-            task_type="CAUSAL_LM",
-        )
-        if method == "lora"
-        else None
-    )
-    return model, tokenizer, peft_config
+    return model, tokenizer, trl_lora(method)
 
 
 def trl_config(method: str, opts):
@@ -238,22 +213,12 @@ def trl_config(method: str, opts):
         learning_rate=LEARNING_RATE,
         lr_scheduler_type="linear",
         warmup_steps=0.03,
-        weight_decay=0.0,
-        optim="adamw_torch",
-        max_grad_norm=1.0,
-        bf16=False,  # TRL's default is bf16; both run fp32 here
-        gradient_checkpointing=False,  # TRL's default is on; instructkit's is off
-        seed=SEED,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        use_cpu=True,
         packing=True,
         packing_strategy="bfd",
         padding_free=True,
         max_length=opts.max_length,
         dataset_kwargs={"skip_prepare_dataset": True},  # rows are already packed (instructkit's packs)
+        **trl_fixed_args(SEED),
     )
 
 
@@ -263,15 +228,15 @@ def run_trl(data_dir: Path, method: str, opts, recorder: Recorder) -> None:
 
     set_seed(SEED)
     model, tokenizer, peft_config = load_trl_model(method)
-    trainer = SFTTrainer(
+    trainer = quiet_trainer(
+        SFTTrainer,
+        recorder,
         model=model,
         args=trl_config(method, opts),
         train_dataset=trl_rows(data_dir),
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[recorder],
     )
-    trainer.remove_callback(PrinterCallback)  # as instructkit does: no per-step prints
     recorder.attach(trainer)
     trainer.train()
 
@@ -378,21 +343,6 @@ def loss_verdict(summary: dict) -> str:
     )
 
 
-def versions() -> str:
-    import accelerate
-    import peft
-    import transformers
-    import trl
-
-    import instructkit
-
-    return (
-        f"instructkit {instructkit.__version__}, torch {torch.__version__}, transformers "
-        f"{transformers.__version__}, TRL {trl.__version__}, peft {peft.__version__}, accelerate "
-        f"{accelerate.__version__}"
-    )
-
-
 def data_line(data_dir: Path) -> str:
     """What the packed data holds (from the prepare stats)."""
     stats = json.loads((data_dir / "stats.json").read_text())
@@ -416,12 +366,11 @@ def profiled_columns(
 
 def report(records: list[RunRecord], summary: dict, opts, data_dir: Path, leak: float) -> None:
     """results/train_real.md and .json."""
-    command = "python benchmarks/bench_train_real.py " + " ".join(opts.argv)
     steady_steps = opts.steps - opts.warmup
     lines = [
         "## Training on real data (CPU): instructkit vs TRL SFTTrainer, SmolLM2-135M-Instruct",
         "",
-        f"`{command.strip()}` — {machine()}, {opts.threads} torch threads; {versions()}.",
+        command_line("bench_train_real.py", opts, "accelerate"),
         "",
         f"Data: `instructkit data prepare --pack --max-length {opts.max_length}` with the model's tokenizer and "
         f"chat template: {data_line(data_dir)}. Both tools train the same rows in the same order "
@@ -455,17 +404,7 @@ def report(records: list[RunRecord], summary: dict, opts, data_dir: Path, leak: 
                     else "| | |"
                 )
             )
-    lines += [
-        "",
-        "Per-step training loss:",
-        "",
-        "| method | step | instructkit | TRL | \\|Δ\\| |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for method, row in summary.items():
-        for i, (a, b) in enumerate(zip(row["instructkit"]["losses"], row["TRL"]["losses"], strict=True)):
-            lines.append(f"| {method} | {i + 1} | {a:.6f} | {b:.6f} | {abs(a - b):.1e} |")
-    lines += ["", loss_verdict(summary)]
+    lines += [*loss_table(summary, "Per-step training loss:"), "", loss_verdict(summary)]
     noise = {m: row["noise_delta_loss"] for m, row in summary.items() if row["noise_delta_loss"] is not None}
     if noise:
         lines += [
@@ -485,49 +424,30 @@ def report(records: list[RunRecord], summary: dict, opts, data_dir: Path, leak: 
             "",
             *table,
         ]
-    data = {"options": {k: v for k, v in vars(opts).items() if k != "argv"}, "summary": summary}
-    data["runs"] = [asdict(r) for r in records]
-    write_section("train_real", "\n".join(lines), data)
+    save("train_real", lines, opts, summary, records)
 
 
 # --- main ---------------------------------------------------------------------------------------
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=6, help="optimizer steps per run")
-    parser.add_argument(
-        "--warmup", type=int, help="first steps excluded from the timing (default 2, < steps)"
-    )
-    parser.add_argument("--repeat", type=int, default=3, help="runs per tool and method (median)")
+    parser = training_parser(__doc__.splitlines()[0], warmup=2)
     parser.add_argument("--max-length", type=int, default=2048, help="pack length (prepare --max-length)")
     parser.add_argument("--grad-accum", type=int, default=1, help="micro-batches (rows) per optimizer step")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads for both tools")
-    parser.add_argument("--methods", default="full,lora", help="comma-separated: full, lora")
     parser.add_argument(
         "--profile-steps", type=int, default=1, help="profiled steps per tool (0: no profile)"
     )
-    opts = parser.parse_args(argv)
-    opts.methods = [m.strip() for m in opts.methods.split(",") if m.strip()]
-    opts.argv = argv
-    if opts.warmup is None:
-        opts.warmup = max(0, min(2, opts.steps - 1))
-    if opts.warmup >= opts.steps:
-        parser.error("--warmup must be below --steps")
-    return opts
+    return parse_training(parser, argv, warmup=2)
 
 
 def main(argv: list[str]) -> None:
     opts = parse(argv)
-    torch.set_num_threads(opts.threads)
-    WORK.mkdir(parents=True, exist_ok=True)
+    setup(opts, WORK)
     data_dir = prepare_data(opts.max_length)
     leak = trl_cross_talk()
     records: list[RunRecord] = []
     for method in opts.methods:
-        for r in range(opts.repeat):
-            for tool in TOOLS if r % 2 == 0 else TOOLS[::-1]:
-                records.append(run_once(tool, method, data_dir, opts))
+        records += [run_once(tool, method, data_dir, opts) for tool in interleaved(opts.repeat)]
         if opts.profile_steps:
             for tool in TOOLS:
                 records.append(run_once(tool, method, data_dir, opts, profile_steps=opts.profile_steps))

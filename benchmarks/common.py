@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -13,6 +14,15 @@ import numpy as np
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 WORK_DIR = Path(__file__).resolve().parent / "_work"
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("INSTRUCTKIT_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def offline() -> None:
+    """No hub requests and no tokenizer thread pools, unless the caller's environment says otherwise."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def timed(fn: Callable[[], Any], repeat: int = 1) -> tuple[Any, float]:
@@ -46,8 +56,6 @@ def synthetic_conversations(n: int, seed: int = 0, median_words: float = 240.0) 
 
 
 def machine() -> str:
-    import os
-
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}"
 
 
@@ -59,3 +67,41 @@ def write_section(name: str, markdown: str, data: dict) -> Path:
     path.write_text(markdown.rstrip() + "\n")
     print(markdown)
     return path
+
+
+def linear_work(pairs: list[tuple[list[int], list[int]]], engine: Any, batch_size: int) -> dict:
+    """Forward-pass work on log-likelihood (context, continuation) token pairs, in linear-layer FLOPs
+    (attention left out), of lm-eval's padded rows against instructkit's `engine` (an HFBackend).
+
+    lm-eval runs every request's context + continuation (padded to the longest of each length-sorted batch)
+    and projects every position onto the vocabulary. instructkit runs its packed trie rows (padding
+    included) and projects only the scored positions: `ratio`. Over the fewest tokens an exact method needs
+    (every distinct token once, no padding) it is `ceiling`, the speed-up a tool computing the same exact
+    log-likelihoods can reach over lm-eval at equal FLOP/s.
+    """
+    from instructkit.evaluate.backends.hf import _shared_prefix
+    from instructkit.evaluate.backends.prefix_tree import build_tries, pack
+
+    config = engine.model.config
+    head = 2 * config.vocab_size * config.hidden_size
+    body = 2 * sum(p.numel() for p in engine.model.parameters()) - head  # tied embeddings: head counted once
+    lengths = sorted((len(c) + len(x) - 1 for c, x in pairs), reverse=True)
+    lm_tokens = sum(
+        max(lengths[i : i + batch_size]) * len(lengths[i : i + batch_size])
+        for i in range(0, len(lengths), batch_size)
+    )
+    prefix = _shared_prefix([c for c, _ in pairs])
+    tries = build_tries(pairs, prefix)
+    rows = list(engine._row_batches(pack(tries, engine.row_tokens), prefix))
+    our_tokens = prefix + sum(max(sum(len(t.tokens) for t in r) for r in b) * len(b) for b in rows)
+    needed = prefix + sum(len(t.tokens) for t in tries)  # every distinct token once, no padding
+    scored = sum(len({node for _, node, _ in t.scores}) for t in tries)
+    lm_flops = lm_tokens * (body + head)
+    return {
+        "lm_tokens": lm_tokens,
+        "our_tokens": our_tokens,
+        "needed_tokens": needed,
+        "scored": scored,
+        "ratio": lm_flops / (our_tokens * body + scored * head),
+        "ceiling": lm_flops / (needed * body + scored * head),
+    }

@@ -146,6 +146,12 @@ def _score_panel(ax, panel: Panel, series: Sequence[str]) -> None:
         ys = [n - 1 - y for y, c in enumerate(chances) if c is not None]
         xs = [c for c in chances if c is not None]
         ax.plot(xs, ys, "|", color="black", markersize=11, mew=1.5, label="chance", gid="chance")
+    _label_rows(ax, panel)
+
+
+def _label_rows(ax, panel: Panel | DeltaPanel) -> None:
+    """A horizontal-row panel's y range, row labels (first row on top), title, x label and grid."""
+    n = len(panel.rows)
     ax.set_ylim(-0.7, n - 0.3)
     ax.set_yticks(range(n), [r.label for r in reversed(panel.rows)], fontsize=TICK_FONT)
     ax.set_title(panel.title, fontsize=9, loc="left")
@@ -237,12 +243,7 @@ def _delta_panel(ax, panel: DeltaPanel) -> None:
     ends = [abs(x) for r in panel.rows for x in (r.delta, r.low, r.high) if not math.isnan(x)]
     half = max([MIN_HALF_SPAN] + ends) * 1.05
     ax.set_xlim(-half, half)
-    ax.set_ylim(-0.7, n - 0.3)
-    ax.set_yticks(range(n), [r.label for r in reversed(panel.rows)], fontsize=TICK_FONT)
-    ax.set_title(panel.title, fontsize=9, loc="left")
-    ax.set_xlabel(panel.xlabel, fontsize=8)
-    ax.tick_params(axis="x", labelsize=TICK_FONT)
-    ax.grid(axis="x", color="#e5e7eb", linewidth=0.6)
+    _label_rows(ax, panel)
 
 
 def _delta_colour(r: Delta) -> str:

@@ -17,11 +17,10 @@ import datasets
 import numpy as np
 import pyarrow as pa
 
-from ..fingerprint import text_digest
 from .packing import PackStats, _flat, best_fit_decreasing
 from .preference import SIDES, pair_chat
 from .prepare_config import PrepareConfig
-from .prepared import IGNORE_INDEX
+from .prepared import IGNORE_INDEX, map_tokenize
 from .tokenize import ChatTokenizer
 
 PAIR_FEATURES = datasets.Features(
@@ -104,16 +103,15 @@ def tokenize_pairs(
 
     `length_policy` is SFT's (`prepare.apply_length_policy`), applied to each side.
     """
-    return ds.map(
+    return map_tokenize(
+        ds,
         TokenizePairs(chat_tok, cfg, length_policy),
-        batched=True,
-        batch_size=256,
-        num_proc=cfg.num_proc if cfg.num_proc > 1 else None,
-        remove_columns=ds.column_names,
-        features=PAIR_FEATURES,
-        desc="tokenize + mask pairs",
-        load_from_cache_file=False,
-        new_fingerprint=text_digest(ds._fingerprint, cfg.model_dump_json(), chat_tok.template, "pairs")[:32],
+        PAIR_FEATURES,
+        "tokenize + mask pairs",
+        cfg.num_proc,
+        cfg.model_dump_json(),
+        chat_tok.template,
+        "pairs",
     )
 
 

@@ -22,7 +22,6 @@ import pyarrow.compute as pc
 
 from ..atomic import atomic_dir
 from ..errors import BadRowError, InstructkitError
-from ..fingerprint import text_digest
 from ..hub import is_local
 from ..progress import log_event
 from .conversation import CONVERSATION_FEATURES, ConversationError
@@ -31,7 +30,7 @@ from .packing import pack_seq2seq_table, pack_table
 from .preference import PREFERENCE_FEATURES, to_preference
 from .preference_rows import pair_rows, tokenize_pairs
 from .prepare_config import Overlong, PrepareConfig, PrepareSettings
-from .prepared import IGNORE_INDEX, tokenized_row_features, write_prepared
+from .prepared import IGNORE_INDEX, map_tokenize, tokenized_row_features, write_prepared
 from .rejects import RejectLog
 from .seq2seq import SEQ2SEQ, check_seq2seq_settings, tokenize_seq2seq
 from .sources import duplicate_contents, expand_sources, iter_source_rows
@@ -249,17 +248,14 @@ def tokenize_dataset(
     ds: datasets.Dataset, chat_tok: ChatTokenizer, cfg: PrepareConfig, text: bool
 ) -> datasets.Dataset:
     """Run the tokenize + mask + length-policy map over a dataset of conversations or texts."""
-    return ds.map(
+    return map_tokenize(
+        ds,
         _Tokenize(chat_tok, cfg, text),
-        batched=True,
-        batch_size=256,
-        num_proc=cfg.num_proc if cfg.num_proc > 1 else None,
-        remove_columns=ds.column_names,
-        features=tokenized_row_features(),
-        desc="tokenize + mask",
-        load_from_cache_file=False,
-        # Never cached, so no need for datasets to hash the tokenizer (it cannot, and warns on every run).
-        new_fingerprint=text_digest(ds._fingerprint, cfg.model_dump_json(), chat_tok.template)[:32],
+        tokenized_row_features(),
+        "tokenize + mask",
+        cfg.num_proc,
+        cfg.model_dump_json(),
+        chat_tok.template,
     )
 
 

@@ -50,6 +50,29 @@ def tokenized_row_features() -> Any:
     )
 
 
+def map_tokenize(
+    ds: Any, fn: Callable[[dict], dict], features: Any, desc: str, num_proc: int, *salt: str
+) -> Any:
+    """`ds.map(fn)` in batches of 256 (on `num_proc` processes) into `features`, replacing every column.
+
+    Never cached, so datasets need not hash `fn` (it holds a tokenizer, which datasets cannot hash and
+    warns about on every run): the fingerprint is a digest of `ds`'s and the `salt` strings.
+    """
+    from ..fingerprint import text_digest
+
+    return ds.map(
+        fn,
+        batched=True,
+        batch_size=256,
+        num_proc=num_proc if num_proc > 1 else None,
+        remove_columns=ds.column_names,
+        features=features,
+        desc=desc,
+        load_from_cache_file=False,
+        new_fingerprint=text_digest(ds._fingerprint, *salt)[:32],
+    )
+
+
 @dataclass
 class PreparedData:
     """A prepared folder, read: the dataset, its settings and stats, and where its tokenizer is."""

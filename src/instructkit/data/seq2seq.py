@@ -110,19 +110,16 @@ def tokenize_seq2seq(
     ds: datasets.Dataset, tokenizer: Any, max_source: int, max_target: int, overlong: str, num_proc: int = 1
 ) -> datasets.Dataset:
     """Run `Seq2SeqTokenize` over a dataset of conversations (same output columns as the causal map)."""
-    from ..fingerprint import text_digest
-    from .prepared import tokenized_row_features
+    from .prepared import map_tokenize, tokenized_row_features
 
-    return ds.map(
+    return map_tokenize(
+        ds,
         Seq2SeqTokenize(tokenizer, max_source, max_target, overlong),
-        batched=True,
-        batch_size=256,
-        num_proc=num_proc if num_proc > 1 else None,
-        remove_columns=ds.column_names,
-        features=tokenized_row_features(),
-        desc="tokenize (input, target)",
-        load_from_cache_file=False,
-        new_fingerprint=text_digest(ds._fingerprint, SEQ2SEQ, str((max_source, max_target, overlong)))[:32],
+        tokenized_row_features(),
+        "tokenize (input, target)",
+        num_proc,
+        SEQ2SEQ,
+        str((max_source, max_target, overlong)),
     )
 
 

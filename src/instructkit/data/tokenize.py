@@ -252,20 +252,21 @@ class ChatTokenizer:
         for span in plan.spans:
             before = self._protected_ids(plan.text[: span.start], plan.control)
             upto = self._protected_ids(plan.text[: span.end], plan.control)
-            if ids[: len(upto)] != upto:
-                raise ChatRowError(
-                    f"{span.field} (assistant)",
-                    "the conversation up to the end of this reply does not tokenize as a prefix of the whole "
-                    f"conversation (first difference at token {_first_difference(ids, upto)}): the reply's last "
-                    "token merges with the text after it",
-                )
-            if upto[: len(before)] != before:
-                raise ChatRowError(
-                    f"{span.field} (assistant)",
-                    "the reply merges with the prompt's last token (first difference at token "
-                    f"{_first_difference(upto, before)}); strict mode refuses this (otherwise the merged "
-                    "token is labelled)",
-                )
+            _require_prefix(
+                ids,
+                upto,
+                span.field,
+                "the conversation up to the end of this reply does not tokenize as a prefix of the whole "
+                "conversation (first difference at token {at}): the reply's last token merges with the text "
+                "after it",
+            )
+            _require_prefix(
+                upto,
+                before,
+                span.field,
+                "the reply merges with the prompt's last token (first difference at token {at}); strict mode "
+                "refuses this (otherwise the merged token is labelled)",
+            )
             labels[len(before) : len(upto)] = upto[len(before) :]
         return labels
 
@@ -479,6 +480,13 @@ def _splice(ids: list[int], replacements: list[tuple[int, list[int]]]) -> list[i
     for index, new_ids in sorted(replacements, reverse=True):
         out[index : index + 1] = new_ids
     return out
+
+
+def _require_prefix(whole: list[int], part: list[int], field: str, message: str) -> None:
+    """Refuse the assistant reply `field` unless `part` is a prefix of `whole` (`{at}` in `message`: where
+    they first differ)."""
+    if whole[: len(part)] != part:
+        raise ChatRowError(f"{field} (assistant)", message.format(at=_first_difference(whole, part)))
 
 
 def _first_difference(a: list[int], b: list[int]) -> int:

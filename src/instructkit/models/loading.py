@@ -135,16 +135,25 @@ def load_causal_lm(name: str, trust_remote_code: bool = False, **kwargs: Any) ->
     """
     from transformers import AutoModelForCausalLM
 
+    model, gguf = _load_lm(AutoModelForCausalLM, load_causal_lm, name, trust_remote_code, kwargs)
+    return finish_gguf_model(model, name) if gguf else model
+
+
+def _load_lm(
+    auto_class: Any, load: Callable[..., Any], name: str, trust_remote_code: bool, kwargs: dict[str, Any]
+) -> tuple[Any, dict[str, Any]]:
+    """(`auto_class` model of `name`, the GGUF load arguments used): an adapter-only folder loads its
+    base through `load` (so `pretrained:` bases work), then the adapter onto it, with no GGUF arguments."""
     base = adapter_base(name)
     if base is not None:
-        model = load_causal_lm(base, trust_remote_code=trust_remote_code, **kwargs)
+        model = load(base, trust_remote_code=trust_remote_code, **kwargs)
         model.load_adapter(str(Path(name).expanduser()))
-        return model
+        return model, {}
     source, gguf = resolve_source(name, for_model=True)  # GGUF weights: dequantized
     model = _from_pretrained(
         "model",
         name,
-        AutoModelForCausalLM.from_pretrained,
+        auto_class.from_pretrained,
         source,
         gguf,
         trust_remote_code=trust_remote_code,
@@ -153,7 +162,7 @@ def load_causal_lm(name: str, trust_remote_code: bool = False, **kwargs: Any) ->
     )
     if is_pretrained_ref(name):
         _name_by_reference(model, name)
-    return finish_gguf_model(model, name) if gguf else model
+    return model, gguf
 
 
 def _name_by_reference(model: Any, name: str) -> None:
@@ -191,25 +200,7 @@ def load_seq2seq_lm(name: str, trust_remote_code: bool = False, **kwargs: Any) -
     """AutoModelForSeq2SeqLM from a local path or hub id (an adapter-only folder: its base, then it)."""
     from transformers import AutoModelForSeq2SeqLM
 
-    base = adapter_base(name)
-    if base is not None:
-        model = load_seq2seq_lm(base, trust_remote_code=trust_remote_code, **kwargs)
-        model.load_adapter(str(Path(name).expanduser()))
-        return model
-    source, extra = resolve_source(name, for_model=True)
-    model = _from_pretrained(
-        "model",
-        name,
-        AutoModelForSeq2SeqLM.from_pretrained,
-        source,
-        extra,
-        trust_remote_code=trust_remote_code,
-        use_safetensors=True,
-        **kwargs,
-    )
-    if is_pretrained_ref(name):
-        _name_by_reference(model, name)
-    return model
+    return _load_lm(AutoModelForSeq2SeqLM, load_seq2seq_lm, name, trust_remote_code, kwargs)[0]
 
 
 def load_model(

@@ -360,24 +360,19 @@ class HFBackend(Backend):
                 use_cache=True,
             )
         logits = out.logits[0] if picked["ran"] else out.logits[:, -1]
-        rows = [b for b, r in enumerate(reqs) for _ in range(r.n)]
+        rows, decoder = _Decoder.per_sample(self, reqs)
         cache = _cache_of(out)
         if len(rows) != len(reqs):  # n samples per prompt: copy its cache once per sample
             cache.reorder_cache(torch.tensor(rows, device=self.device))
-        decoder = _Decoder(self, [reqs[b] for b in rows], [s for r in reqs for s in range(r.n)])
         live = list(range(len(rows)))
         idx = torch.tensor(rows, device=self.device)
         logits, mask, next_pos = logits.float()[idx], mask[idx], positions[idx, -1] + 1
         while True:
             token = decoder.step(logits, live)
-            keep = [k for k, r in enumerate(live) if not decoder.done[r]]
-            if not keep:
+            kept = decoder.drop_finished(live, cache, mask, next_pos, token)
+            if kept is None:
                 break
-            if len(keep) < len(live):  # finished rows leave the batch
-                sel = torch.tensor(keep, device=self.device)
-                cache.reorder_cache(sel)
-                mask, next_pos, token = mask[sel], next_pos[sel], token[sel]
-                live = [live[k] for k in keep]
+            live, (mask, next_pos, token) = kept
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             step = self.model(
                 input_ids=token[:, None],
@@ -410,6 +405,26 @@ class _Decoder:
         self.done = [False] * len(reqs)
         self.rngs = [_generator(r, s) for r, s in zip(reqs, sample_ids)]
         self.eos = stop_token_ids(backend.model, backend.tokenizer)  # EOS + generation_config's eos ids
+
+    @classmethod
+    def per_sample(cls, backend: HFBackend, reqs: list[GenerationRequest]) -> tuple[list[int], _Decoder]:
+        """One decoding row per sample (`req.n` per request): each row's request index, and the decoder."""
+        rows = [b for b, r in enumerate(reqs) for _ in range(r.n)]
+        return rows, cls(backend, [reqs[b] for b in rows], [s for r in reqs for s in range(r.n)])
+
+    def drop_finished(
+        self, live: list[int], cache: Any, *tensors: torch.Tensor
+    ) -> tuple[list[int], tuple[torch.Tensor, ...]] | None:
+        """None once every live row has finished; else the rows still live, with finished rows dropped
+        from `cache` (in place) and from each per-row tensor."""
+        keep = [k for k, r in enumerate(live) if not self.done[r]]
+        if not keep:
+            return None
+        if len(keep) == len(live):
+            return live, tensors
+        sel = torch.tensor(keep, device=self.backend.device)
+        cache.reorder_cache(sel)
+        return [live[k] for k in keep], tuple(t[sel] for t in tensors)
 
     def step(self, logits: torch.Tensor, live: list[int]) -> torch.Tensor:
         """Pick the next token of each live row (`logits` row k is row `live[k]`); return them."""

@@ -195,24 +195,19 @@ class Seq2SeqBackend(HFBackend):
     ) -> None:
         """Encode the prompts once, repeat each output for its `n` samples, decode until all rows finish."""
         hidden, mask = self._encode(prompts)
-        rows = [b for b, r in enumerate(reqs) for _ in range(r.n)]
+        rows, decoder = _Decoder.per_sample(self, reqs)
         idx = torch.tensor(rows, device=self.device)
         hidden, mask = hidden[idx], mask[idx]
-        decoder = _Decoder(self, [reqs[b] for b in rows], [s for r in reqs for s in range(r.n)])
         live = list(range(len(rows)))
         token = torch.full((len(rows),), self.decoder_start, dtype=torch.long, device=self.device)
         cache = None
         while True:
             logits, cache = self._decoder_logits(hidden, mask, token[:, None], cache, use_cache=True)
             token = decoder.step(logits[:, -1].float(), live)
-            keep = [k for k, r in enumerate(live) if not decoder.done[r]]
-            if not keep:
+            kept = decoder.drop_finished(live, cache, hidden, mask, token)
+            if kept is None:
                 break
-            if len(keep) < len(live):  # finished rows leave the batch
-                sel = torch.tensor(keep, device=self.device)
-                cache.reorder_cache(sel)
-                hidden, mask, token = hidden[sel], mask[sel], token[sel]
-                live = [live[k] for k in keep]
+            live, (hidden, mask, token) = kept
         for row, sample in enumerate(decoder.samples()):
             results[slots[rows[row]]].append(sample)
 
