@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,14 @@ def tiny_tokenizer():
     from instructkit.models.tiny import train_tiny_tokenizer
 
     return train_tiny_tokenizer(TOKENIZER_CORPUS, vocab_size=512)
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tiny_tokenizer, tmp_path_factory) -> str:
+    """`tiny_tokenizer` saved as a folder (what `data prepare --tokenizer` reads); tests only read it."""
+    path = tmp_path_factory.mktemp("tok")
+    tiny_tokenizer.save_pretrained(path)
+    return str(path)
 
 
 @pytest.fixture(scope="session")
@@ -85,3 +94,17 @@ def local_ray():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def lora_run(tmp_path_factory, saved_tiny_model) -> tuple[Path, Path]:
+    """(base folder, adapter folder): two LoRA steps (q_proj) on a copy of the saved tiny model, a checkpoint
+    each. Shared by every test of adapters and their base: tests only read it (`adapter_on_copy` first)."""
+    from helpers.chats import lora_config, prepare_chats
+    from instructkit.train.run import train
+
+    root = tmp_path_factory.mktemp("lora")
+    base = shutil.copytree(saved_tiny_model, root / "base")
+    data = prepare_chats(root, str(base))
+    train(lora_config(data, root / "adapter", str(base), max_steps=2, save_steps=1))
+    return base, root / "adapter"

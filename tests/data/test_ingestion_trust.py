@@ -15,37 +15,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from helpers.chats import sum_chat as chat
+from helpers.files import jsonl, rejects_of, write
 from instructkit.cli.app import app
 from instructkit.data.prepare import PrepareConfig, detect_file_input_format, prepare
 from instructkit.data.sources import iter_file_rows
 from instructkit.errors import BadRowError, InstructkitError
 from instructkit.models.chat_templates import TULU
-
-
-def chat(i: int) -> dict:
-    return {
-        "messages": [
-            {"role": "user", "content": f"What is {i} plus {i}?"},
-            {"role": "assistant", "content": str(2 * i)},
-        ]
-    }
-
-
-def jsonl(rows: list) -> bytes:
-    return b"".join(r if isinstance(r, bytes) else (json.dumps(r) + "\n").encode() for r in rows)
-
-
-def write(path: Path, data: bytes | str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data.encode() if isinstance(data, str) else data)
-    return path
-
-
-@pytest.fixture(scope="module")
-def tokenizer_dir(tiny_tokenizer, tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("tok")
-    tiny_tokenizer.save_pretrained(path)
-    return str(path)
 
 
 @pytest.fixture
@@ -59,10 +35,6 @@ def run(tokenizer_dir, tmp_path):
         return prepare(cfg, progress=False)
 
     return _run
-
-
-def rejects_of(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
 
 
 def test_hidden_entries_are_skipped_and_listed(run, tmp_path):

@@ -92,13 +92,6 @@ def test_bad_pairs_name_the_field(row, field, words):
     assert words in err.value.reason
 
 
-@pytest.fixture(scope="module")
-def tokenizer_dir(tiny_tokenizer, tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("tok")
-    tiny_tokenizer.save_pretrained(path)
-    return str(path)
-
-
 def _prepare(tmp_path, tokenizer_dir, rows, **kw):
     src = write_jsonl(tmp_path / "pairs.jsonl", rows)
     cfg = PrepareConfig(sources=[str(src)], out=str(tmp_path / "out"), tokenizer=tokenizer_dir, **kw)

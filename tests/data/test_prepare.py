@@ -18,13 +18,6 @@ from instructkit.errors import BadRowError, HubUnreachableError, InstructkitErro
 GOOD = {"messages": [{"role": "user", "content": "What is 2 plus 2?"}, {"role": "assistant", "content": "4"}]}
 
 
-@pytest.fixture(scope="module")
-def tokenizer_dir(tiny_tokenizer, tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("tok")
-    tiny_tokenizer.save_pretrained(path)
-    return str(path)
-
-
 @pytest.fixture
 def broken_file(tmp_path) -> str:
     rows = [

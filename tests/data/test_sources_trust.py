@@ -21,6 +21,8 @@ import datasets
 import pytest
 from transformers import AutoTokenizer
 
+from helpers.chats import sum_chat as chat
+from helpers.files import jsonl, rejects_of, write
 from instructkit.data.prepare import PrepareConfig, prepare
 from instructkit.data.rejects import RejectLog
 from instructkit.data.sources import PREFIX_BYTES, duplicate_contents, iter_file_rows, list_source_files
@@ -29,36 +31,10 @@ from instructkit.errors import BadRowError, InstructkitError
 from instructkit.models.chat_templates import TULU
 
 
-def chat(i: int) -> dict:
-    return {
-        "messages": [
-            {"role": "user", "content": f"What is {i} plus {i}?"},
-            {"role": "assistant", "content": str(2 * i)},
-        ]
-    }
-
-
-def jsonl(rows: list) -> bytes:
-    return b"".join(r if isinstance(r, bytes) else (json.dumps(r) + "\n").encode() for r in rows)
-
-
-def write(path: Path, data: bytes | str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data.encode() if isinstance(data, str) else data)
-    return path
-
-
 def link(path: Path, target: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     os.symlink(target, path)
     return path
-
-
-@pytest.fixture(scope="module")
-def tokenizer_dir(tiny_tokenizer, tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("tok")
-    tiny_tokenizer.save_pretrained(path)
-    return str(path)
 
 
 @pytest.fixture
@@ -71,10 +47,6 @@ def run(tokenizer_dir, tmp_path):
         return prepare(cfg, progress=False)
 
     return _run
-
-
-def rejects_of(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
 
 
 def reasons(stats: dict) -> dict[str, str]:

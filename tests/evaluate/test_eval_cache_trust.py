@@ -155,8 +155,13 @@ def test_adapter_folder_digest_follows_its_base_model(tiny_model, tiny_tokenizer
     assert source_digest(str(tmp_path / "adapter")) != before
 
 
-def test_a_pretrained_reference_is_identified_by_its_fetched_folder(smollm2):
-    """`eval run --model pretrained:<name>` keys its cache on the fetched folder's files, not a hub lookup."""
+def test_a_pretrained_reference_is_identified_by_its_fetched_folder(smollm2, tmp_path):
+    """`eval run --model pretrained:<name>` keys its cache on the fetched folder's files, not a hub lookup.
+
+    The private cache's `models/` is the fetched one, so the reference resolves to `smollm2.directory`
+    (not a second download and conversion) while both digests are still computed here, memo-free."""
+    (tmp_path / "user-cache").mkdir(exist_ok=True)
+    (tmp_path / "user-cache" / "models").symlink_to(smollm2.directory.parent, target_is_directory=True)
     assert source_digest("pretrained:smollm2-135m-instruct") == source_digest(str(smollm2.directory))
 
 

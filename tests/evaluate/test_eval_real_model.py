@@ -44,6 +44,18 @@ def gsm_requests(shared_data) -> list[GenerationRequest]:
     ]
 
 
+@pytest.fixture(scope="module")
+def our_piqa(backend, piqa_requests) -> list:
+    """Our batched log-likelihoods, computed once and compared with each reference below."""
+    return backend.loglikelihood(piqa_requests)
+
+
+@pytest.fixture(scope="module")
+def our_gsm(backend, gsm_requests) -> list:
+    """Our batched few-shot generations (the costliest call here), computed once for both references."""
+    return backend.generate(gsm_requests)
+
+
 def _one_at_a_time(backend: HFBackend, req: LoglikelihoodRequest) -> float:
     ctx, cont = backend.encode_pair(req.context, req.continuation)
     with torch.inference_mode():
@@ -72,38 +84,37 @@ def _pairs_of_choices(values: list[float]) -> list[int]:
     return [int(values[i + 1] > values[i]) for i in range(0, len(values), 2)]
 
 
-def test_piqa_loglikelihoods_equal_one_request_at_a_time(backend, piqa_requests):
-    got = [r.logprob for r in backend.loglikelihood(piqa_requests)]
+def test_piqa_loglikelihoods_equal_one_request_at_a_time(backend, piqa_requests, our_piqa):
+    got = [r.logprob for r in our_piqa]
     ref = [_one_at_a_time(backend, r) for r in piqa_requests]
     assert max(abs(a - b) for a, b in zip(got, ref)) < 1e-4
     assert _pairs_of_choices(got) == _pairs_of_choices(ref)
 
 
-def test_gsm8k_fewshot_generation_equals_generate_one_at_a_time(backend, gsm_requests):
-    got = backend.generate(gsm_requests)
-    assert [s[0].text for s in got] == [_generate_alone(backend, r) for r in gsm_requests]
-    assert all(s[0].num_tokens >= 1 for s in got)
+def test_gsm8k_fewshot_generation_equals_generate_one_at_a_time(backend, gsm_requests, our_gsm):
+    assert [s[0].text for s in our_gsm] == [_generate_alone(backend, r) for r in gsm_requests]
+    assert all(s[0].num_tokens >= 1 for s in our_gsm)
 
 
-def test_piqa_loglikelihoods_equal_lm_eval(backend, piqa_requests):
+def test_piqa_loglikelihoods_equal_lm_eval(backend, piqa_requests, our_piqa):
     lm, instance = _lm_eval(backend)
     theirs = lm.loglikelihood(
         [instance("loglikelihood", (r.context, r.continuation), i) for i, r in enumerate(piqa_requests)]
     )
-    ours = backend.loglikelihood(piqa_requests)
+    ours = our_piqa
     assert max(abs(a.logprob - b[0]) for a, b in zip(ours, theirs)) < 1e-4
     assert [a.is_greedy for a in ours] == [bool(b[1]) for b in theirs]
     assert _pairs_of_choices([a.logprob for a in ours]) == _pairs_of_choices([b[0] for b in theirs])
 
 
-def test_gsm8k_generation_equals_lm_eval(backend, gsm_requests):
+def test_gsm8k_generation_equals_lm_eval(backend, gsm_requests, our_gsm):
     lm, instance = _lm_eval(backend)
     args = [
         (r.prompt, {"until": list(r.stop), "max_gen_toks": r.max_new_tokens, "do_sample": False})
         for r in gsm_requests
     ]
     theirs = lm.generate_until([instance("generate_until", a, i) for i, a in enumerate(args)])
-    assert [s[0].text for s in backend.generate(gsm_requests)] == theirs
+    assert [s[0].text for s in our_gsm] == theirs
 
 
 def _lm_eval(backend: HFBackend):

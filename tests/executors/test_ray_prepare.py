@@ -20,13 +20,6 @@ TIMING_STATS = ("seconds", "examples_per_second")
 
 
 @pytest.fixture(scope="module")
-def tokenizer_dir(tiny_tokenizer, tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("tok")
-    tiny_tokenizer.save_pretrained(path)
-    return str(path)
-
-
-@pytest.fixture(scope="module")
 def chats(tmp_path_factory) -> Path:
     """Conversations of varied length (multi-turn, one over-long, one bad row) for packing."""
     rows = []

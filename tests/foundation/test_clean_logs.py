@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from helpers.files import write_jsonl
 from helpers.report_runs import BASE, TUNED, write_eval_run
 from instructkit import progress
 from instructkit.cli.app import app
+from instructkit.data.prepare import PrepareConfig, prepare
 
 BARS = ("%|", "it/s", "examples/s", "Map:", "Saving the dataset")  # tqdm, datasets
 CONVERSATION = {
@@ -144,17 +146,27 @@ def _json_records(stderr: str) -> list[dict]:
     return records
 
 
-def _train(tmp_path: Path, *flags: str) -> tuple[str, str]:
-    """A real tiny `instructkit FLAGS train` of 2 steps on 30 packed rows."""
-    _prepare(tmp_path / "data")
-    args = ["train", "--data", str(tmp_path / "data" / "p"), "--model", "tiny:micro", "--max-steps", "2"]
+@pytest.fixture(scope="module")
+def packed_rows(tmp_path_factory) -> Path:
+    """The 30 rows `_prepare` writes, prepared and packed once (in process) for the training tests."""
+    root = tmp_path_factory.mktemp("clean_logs_data")
+    source = write_jsonl(root / "rows.jsonl", [CONVERSATION] * 30)
+    config = PrepareConfig(
+        sources=[source], tokenizer="tiny:micro", max_length=64, pack=True, out=str(root / "p")
+    )
+    prepare(config, progress=False)
+    return root / "p"
+
+
+def _train(tmp_path: Path, data: Path, *flags: str) -> tuple[str, str]:
+    """A real tiny `instructkit FLAGS train` of 2 steps on the 30 packed rows."""
+    args = ["train", "--data", str(data), "--model", "tiny:micro", "--max-steps", "2"]
     args += ["--output-dir", str(tmp_path / "out"), "--save-steps", "100"]
     return _instructkit(tmp_path, *flags, *args)
 
 
-def test_train_with_json_logs_writes_only_json_events(tmp_path):
-    (tmp_path / "data").mkdir()
-    stdout, stderr = _train(tmp_path, "--log-format", "json")
+def test_train_with_json_logs_writes_only_json_events(tmp_path, packed_rows):
+    stdout, stderr = _train(tmp_path, packed_rows, "--log-format", "json")
     records = _json_records(stderr)
     for start in MOVED:
         found = [r for r in records if r.get("message", "").startswith(start)]
@@ -163,9 +175,8 @@ def test_train_with_json_logs_writes_only_json_events(tmp_path):
     assert "trained 2 steps" in stdout
 
 
-def test_train_status_lines_in_text_logs_are_whole_lines(tmp_path):
-    (tmp_path / "data").mkdir()
-    _, stderr = _train(tmp_path)
+def test_train_status_lines_in_text_logs_are_whole_lines(tmp_path, packed_rows):
+    _, stderr = _train(tmp_path, packed_rows)
     lines = stderr.splitlines()
     batch = [line for line in lines if "effective batch ≈" in line]
     assert len(batch) == 1 and batch[0].startswith("[train] effective batch"), lines

@@ -42,13 +42,6 @@ def wide_console(monkeypatch):
     monkeypatch.setattr(data_cli.console, "width", 400)  # one table row, and the warning, per line
 
 
-@pytest.fixture(scope="module")
-def tokenizer_dir(tiny_tokenizer, tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("tok")
-    tiny_tokenizer.save_pretrained(path)
-    return str(path)
-
-
 def _prepare(tokenizer_dir: str, tmp_path: Path, rows: list[dict], *flags: str) -> str:
     tmp_path.mkdir(parents=True, exist_ok=True)
     src = tmp_path / "rows.jsonl"

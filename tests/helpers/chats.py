@@ -21,6 +21,28 @@ CHATS = [
 ]
 
 
+def sum_chat(i: int) -> dict:
+    """One user/assistant turn: "What is i plus i?" answered with the sum."""
+    return {
+        "messages": [
+            {"role": "user", "content": f"What is {i} plus {i}?"},
+            {"role": "assistant", "content": str(2 * i)},
+        ]
+    }
+
+
+def append_chats(path: Path, start: int, count: int) -> None:
+    """Append chats "What is i plus one?" / "It is i+1." for i in [start, start + count) to a JSONL file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as handle:
+        for i in range(start, start + count):
+            chat = [
+                {"role": "user", "content": f"What is {i} plus one?"},
+                {"role": "assistant", "content": f"It is {i + 1}."},
+            ]
+            handle.write(json.dumps({"messages": chat}) + "\n")
+
+
 def prepare_chats(tmp_path: Path, tokenizer: str, out: str = "data", **settings) -> Path:
     source = write_jsonl(tmp_path / "chats.jsonl", CHATS)
     data = tmp_path / out

@@ -299,28 +299,6 @@ def test_editing_a_pretrained_folder_reruns_the_stages_that_read_it(tmp_path, mo
 # ---------------------------------------------------------------- adapters and their base
 
 
-@pytest.fixture(scope="module")
-def lora_run(tmp_path_factory, saved_tiny_model) -> tuple[Path, Path]:
-    """(base folder, adapter folder): one LoRA step on a copy of the saved tiny model."""
-    root = tmp_path_factory.mktemp("lora")
-    base = root / "base"
-    shutil.copytree(saved_tiny_model, base)
-    data = prepare_chats(root, str(base))
-    out = root / "adapter"
-    config = TrainConfig(
-        data=data,
-        output_dir=out,
-        model=str(base),
-        method="lora",
-        lora_target_modules=["q_proj"],
-        max_steps=1,
-        gradient_accumulation_steps=1,
-        progress=False,
-    )
-    train(config)
-    return base, out
-
-
 def test_lora_training_records_its_base_by_content(lora_run):
     base, adapter = lora_run
     record = json.loads((adapter / BASE_FILE).read_text())

@@ -36,16 +36,6 @@ FIXTURES = FIXTURES_ROOT / "eval"
 ALLOWED = "used anyway (allow_base_mismatch)"
 
 
-@pytest.fixture(scope="module")
-def lora_run(tmp_path_factory, saved_tiny_model) -> tuple[Path, Path]:
-    """(base folder, adapter folder): two LoRA steps on a copy of the saved tiny model, a checkpoint each."""
-    root = tmp_path_factory.mktemp("lora")
-    base = shutil.copytree(saved_tiny_model, root / "base")
-    data = prepare_chats(root, str(base))
-    train(lora_config(data, root / "adapter", str(base), max_steps=2, save_steps=1))
-    return base, root / "adapter"
-
-
 @pytest.fixture
 def changed_base(lora_run, tmp_path) -> tuple[Path, Path]:
     """The trained adapter on a copy of its base whose weights then changed."""

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from helpers.chats import append_chats
 from instructkit.cli import run as pipeline_cli
 from instructkit.cli.app import app
 from instructkit.errors import InstructkitError
@@ -47,17 +48,6 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("INSTRUCTKIT_CACHE", str(tmp_path / "cache"))
     return tmp_path
-
-
-def append_chats(path: Path, start: int, count: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as handle:
-        for i in range(start, start + count):
-            chat = [
-                {"role": "user", "content": f"What is {i} plus one?"},
-                {"role": "assistant", "content": f"It is {i + 1}."},
-            ]
-            handle.write(json.dumps({"messages": chat}) + "\n")
 
 
 def append_rows(path: Path, start: int, count: int) -> None:

@@ -53,6 +53,12 @@ def mixed_data(smollm2, tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def base_model(smollm2):
+    """The fetched model in fp32, eval mode, loaded once for the tests that only read it."""
+    return load_causal_lm(str(smollm2.directory), dtype=torch.float32).eval()
+
+
 def lora_one_step(data, out, merge: bool) -> None:
     """One LoRA step (q/v adapters) on the real model, named by reference; merged or adapters only."""
     config = TrainConfig(
@@ -87,7 +93,7 @@ def test_pretrained_reference_resolves_to_the_fetched_model_and_is_pinned(smollm
         load_tokenizer("pretrained:gpt-5")
 
 
-def test_merged_lora_keeps_tied_embeddings_and_loads_for_eval(smollm2, mixed_data, tmp_path):
+def test_merged_lora_keeps_tied_embeddings_and_loads_for_eval(base_model, mixed_data, tmp_path):
     out = tmp_path / "merged"
     lora_one_step(mixed_data, out, merge=True)
     with safe_open(str(out / "model.safetensors"), "pt") as f:
@@ -98,8 +104,7 @@ def test_merged_lora_keeps_tied_embeddings_and_loads_for_eval(smollm2, mixed_dat
     model = backend.model
     assert model.config.tie_word_embeddings
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
-    base = load_causal_lm(str(smollm2.directory), dtype=torch.float32)
-    layer, base_layer = model.model.layers[0].self_attn, base.model.layers[0].self_attn
+    layer, base_layer = model.model.layers[0].self_attn, base_model.model.layers[0].self_attn
     assert not torch.equal(layer.q_proj.weight, base_layer.q_proj.weight)  # the adapter was merged in
     assert torch.equal(layer.k_proj.weight, base_layer.k_proj.weight)  # untargeted weights unchanged
     paris, rome = choice_logprobs(backend)
@@ -158,10 +163,9 @@ def assert_one_bos(tokenizer, model, tmp_path, template: str | None) -> None:
     assert context[0] == bos and context[1] != bos
 
 
-def test_one_bos_with_the_real_template_and_a_bos_adding_tokenizer(smollm2, tmp_path):
+def test_one_bos_with_the_real_template_and_a_bos_adding_tokenizer(base_model, tmp_path):
     tokenizer = bos_adding(load_tokenizer(REF))
-    model = load_causal_lm(str(smollm2.directory), dtype=torch.float32).eval()
-    assert_one_bos(tokenizer, model, tmp_path, None)  # ChatML starts with <|im_start|>, its BOS
+    assert_one_bos(tokenizer, base_model, tmp_path, None)  # ChatML starts with <|im_start|>, its BOS
 
 
 def test_one_bos_with_a_llama3_template_and_a_bos_adding_tokenizer(tiny_tokenizer, tmp_path):

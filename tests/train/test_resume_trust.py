@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from helpers.chats import append_chats
 from helpers.prepared import copy_dir
 from instructkit.cli.app import app
 from instructkit.errors import InstructkitError
@@ -195,22 +196,11 @@ train: {model: "tiny:nano", max_steps: 4, save_steps: 2, save_total_limit: 2, lo
 """
 
 
-def _chats(path: Path, start: int, count: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as handle:
-        for i in range(start, start + count):
-            chat = [
-                {"role": "user", "content": f"What is {i} plus one?"},
-                {"role": "assistant", "content": f"It is {i + 1}."},
-            ]
-            handle.write(json.dumps({"messages": chat}) + "\n")
-
-
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
     """A working folder with the recipe, its source and a finished run (prepare, 4 training steps)."""
     root = tmp_path_factory.mktemp("pipeline-resume")
-    _chats(root / "data" / "train.jsonl", 0, 12)
+    append_chats(root / "data" / "train.jsonl", 0, 12)
     (root / "recipe.yaml").write_text(RECIPE)
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
@@ -267,7 +257,7 @@ def test_an_unfinished_stage_under_another_key_starts_over_and_sets_its_checkpoi
 ):
     overrides, named = case
     if not overrides:  # rows appended: prepare reruns, so the training data differs
-        _chats(killed_run / "data" / "train.jsonl", 12, 4)
+        append_chats(killed_run / "data" / "train.jsonl", 12, 4)
     note = f"start over: {named} (its checkpoints go to superseded/)"
     assert note in _train_plan(killed_run, **overrides)
     record, log = _run(killed_run, **overrides)
