@@ -7,6 +7,8 @@ import datasets
 import pytest
 from rich.console import Console
 
+from helpers.files import write_jsonl
+from instructkit.data.prepare import PrepareConfig, prepare
 from instructkit.data.prepared import IGNORE_INDEX
 from instructkit.data.show import label_spans, show_rows, token_text
 from instructkit.errors import InstructkitError
@@ -67,3 +69,27 @@ def test_missing_or_foreign_folder_is_one_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InstructkitError, match="empty: not a dataset folder"):
         show_rows(tmp_path / "empty", n=1, task=None, console=Console())
+
+
+def test_prepared_pairs_show_prompt_chosen_and_rejected_per_pair(tmp_path, tokenizer_dir):
+    rows = [
+        {"prompt": "Add 2 and 3.", "chosen": "It is 5.", "rejected": "It is six."},
+        {"prompt": "Add 4 and 4.", "chosen": "It is 8.", "rejected": "Nine."},
+    ]
+    src = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    cfg = PrepareConfig(sources=[str(src)], out=str(tmp_path / "out"), tokenizer=tokenizer_dir, pack=True)
+    prepare(cfg, progress=False)
+    assert len(datasets.load_from_disk(str(tmp_path / "out"))) == 1  # both pairs packed into one row
+    console = Console(record=True, width=200, color_system="truecolor")
+    show_rows(tmp_path / "out", n=5, task=None, console=console)
+    text = console.export_text(clear=False)
+    assert text.count("prompt: ") == 2 and text.count("chosen: ") == 2 and text.count("rejected: ") == 2
+    for row in rows:  # each pair's own replies, after its own prompt
+        block = text[text.index(row["prompt"]) :]
+        assert block.index(row["chosen"]) < block.index("rejected: ") < block.index(row["rejected"])
+    # the trained reply text is coloured by side (green chosen, red rejected), the prompt is not
+    html = console.export_html(inline_styles=True)
+    assert "It is 5." in html and "#008000" in html and "#800000" in html
+    shown = Console(record=True, width=200)
+    show_rows(tmp_path / "out", n=1, task=None, console=shown)
+    assert shown.export_text().count("prompt: ") == 1

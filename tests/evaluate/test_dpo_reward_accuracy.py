@@ -15,6 +15,8 @@ def test_margin_sign_and_policy_equal_to_reference():
     reference = torch.tensor([[-5.0, -5.0], [-3.0, -4.0], [-2.0, -2.0]], dtype=torch.float64)
     policy = reference + torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]], dtype=torch.float64)
     result = reward_accuracy(policy, reference, beta=0.5)
+    low, high = result.pop("reward_accuracy_ci95")  # bootstrap over the 3 pairs' wins (100, 0, 0)
+    assert 0 <= low < 100 / 3 < high <= 100
     # margins: 0.5·(1-0) > 0, 0.5·(0-1) < 0, 0 (a tie is not a win)
     assert result == {
         "reward_accuracy": pytest.approx(100 / 3),

@@ -15,6 +15,7 @@ pytest.importorskip("lm_eval", reason="lm-eval is in the `test` extra")
 
 from typer.testing import CliRunner  # noqa: E402
 
+from helpers.lm_eval_parity import same_value
 from helpers.paths import FIXTURES_ROOT
 from instructkit.cli.app import app  # noqa: E402
 from instructkit.errors import HubUnreachableError, InstructkitError  # noqa: E402
@@ -178,7 +179,7 @@ def test_a_suite_entry_runs_an_lm_eval_task_beside_instructkit_benchmarks(
     suite.parent.mkdir()
     include = os.path.relpath(fixture_tasks, suite.parent)
     suite.write_text(
-        f"name: mixed\ntasks:\n  - {{benchmark: piqa}}\n  - {{lm_eval: arc_easy, include: {include}}}\n"
+        f"name: mixed\ntasks:\n  - {{benchmark: piqa}}\n  - {{lm_eval: arc_easy, include: {include}, num_fewshot: 1}}\n"
     )
     out = tmp_path / "run"
     done = _run(saved_tiny_model, out, "--suite", str(suite), "--data-dir", str(shared_data))
@@ -186,11 +187,123 @@ def test_a_suite_entry_runs_an_lm_eval_task_beside_instructkit_benchmarks(
     results = json.loads((out / "results.json").read_text())
     assert {"piqa", "lm_eval/arc_easy"} <= set(results["tasks"])
     assert results["tasks"]["lm_eval/arc_easy"]["n"] == int(LIMIT)
-    assert results["config"]["lm_eval_tasks"] == ["arc_easy"]
+    assert results["tasks"]["lm_eval/arc_easy"]["num_fewshot"] == 1
+    assert results["config"]["lm_eval_tasks"] == ["arc_easy:num_fewshot=1"]
 
-    suite.write_text("name: bad\ntasks:\n  - {lm_eval: arc_easy, num_fewshot: 5}\n")
-    refused = _run(saved_tiny_model, tmp_path / "bad", "--suite", str(suite))
-    assert refused.exit_code != 0
-    assert "tasks[0]: an lm_eval entry takes only 'lm_eval' and 'include'" in str(
-        refused.exception or refused.output
+    for entry, message in [
+        ("{lm_eval: arc_easy, shots: 5}", "tasks[0]: an lm_eval entry takes only 'lm_eval', 'include', 'num_fewshot' (got shots)"),
+        ("{lm_eval: arc_easy, num_fewshot: 1.5}", "tasks[0]: num_fewshot=1.5 must be a whole number >= 0"),
+    ]:  # fmt: skip
+        suite.write_text(f"name: bad\ntasks:\n  - {entry}\n")
+        refused = _run(saved_tiny_model, tmp_path / "bad", "--suite", str(suite))
+        assert refused.exit_code != 0
+        assert message in str(refused.exception or refused.output)
+
+
+@pytest.fixture(scope="module")
+def chat_tasks(tmp_path_factory, shared_data) -> Path:
+    """The local task YAMLs, and gsm8k_short: gsm8k's own definition with replies cut at 16 tokens."""
+    folder = tmp_path_factory.mktemp("chat_tasks")
+    local_task_dir(shared_data, folder, fixtures=FIXTURES)
+    (folder / "gsm8k_short.yaml").write_text(
+        f"include: {folder / 'gsm8k.yaml'}\ntask: gsm8k_short\ngeneration_kwargs:\n"
+        '  until: ["Question:", "</s>", "<|im_end|>"]\n  do_sample: false\n  temperature: 0.0\n  max_gen_toks: 16\n'
     )
+    return folder
+
+
+@pytest.fixture(scope="module")
+def chat_manager(chat_tasks):
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=str(chat_tasks), include_defaults=False)
+
+
+def _hf_records(model, tokenizer, manager, tasks: list[str], **flags) -> dict[str, list]:
+    """lm-eval's `hf` model on `tasks` (2 docs, 2 shots), as instructkit's per-row records."""
+    from lm_eval.models.huggingface import HFLM
+
+    from instructkit.evaluate.lm_eval_model import run_lm_eval_tasks
+    from instructkit.evaluate.lm_eval_tasks import task_records
+
+    hf = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=4)
+    out = run_lm_eval_tasks(hf, tasks, task_manager=manager, limit=2, num_fewshot=2, **flags)
+    prompt = out["samples"][tasks[-1]][0]["arguments"][0][0]
+    assert prompt.count("<|user|>") == (
+        3 if flags["fewshot_as_multiturn"] else 1
+    )  # 2 shots as turns, or none
+    return {task: task_records(out["samples"][task]) for task in tasks}
+
+
+def test_prompt_style_chat_multiturn_equals_lm_eval_apply_chat_template(
+    saved_tiny_model, tiny_model, tiny_tokenizer, chat_tasks, chat_manager, tmp_path
+):
+    """`eval run --prompt-style chat_multiturn` is `lm_eval --apply_chat_template` (exemplars as
+    user/assistant turns): every record equals HFLM's with those flags, per-task shots included."""
+    out, tasks = tmp_path / "run", ["arc_easy", "gsm8k_short"]
+    specs = "arc_easy:num_fewshot=2,gsm8k_short:num_fewshot=2"
+    options = ["--limit", "2", "--lm-eval-include", str(chat_tasks), "--lm-eval-tasks", specs]
+    chat = _run(saved_tiny_model, out, *options, "--prompt-style", "chat_multiturn")
+    assert chat.exit_code == 0, chat.output
+    results = json.loads((out / "results.json").read_text())
+    flags = {"apply_chat_template": True, "fewshot_as_multiturn": True}
+    theirs = _hf_records(tiny_model, tiny_tokenizer, chat_manager, tasks, **flags)
+    for task in tasks:
+        assert results["tasks"][f"lm_eval/{task}"]["num_fewshot"] == 2
+        path = out / "samples" / f"lm_eval__{task}.jsonl"
+        mine = [json.loads(line) for line in path.read_text().splitlines()]
+        assert len(mine) == 2
+        same_value(mine, theirs[task], task)
+
+
+def test_prompt_style_chat_is_one_user_turn_as_lm_eval(tiny_model, tiny_tokenizer, chat_manager, tmp_path):
+    """`--prompt-style chat` is `lm_eval --apply_chat_template --fewshot_as_multiturn false` (exemplars
+    and question in one user turn), per row as HFLM gives it, and none of its requests is served from
+    the cache a plain-text run filled; a tokenizer without a chat template is refused in one line."""
+    from instructkit.evaluate.backends.hf import HFBackend
+    from instructkit.evaluate.cache import RequestCache
+    from instructkit.evaluate.config import EvalConfig
+    from instructkit.evaluate.lm_eval_model import lm_from_backend, run_lm_eval_tasks
+    from instructkit.evaluate.lm_eval_tasks import chat_options, task_records
+
+    backend = HFBackend(tiny_model, tiny_tokenizer, batch_size=4)
+    flags = chat_options(EvalConfig(prompt_style="chat"), backend)
+    assert flags == {"apply_chat_template": True, "fewshot_as_multiturn": False}
+    tasks, options = ["arc_easy", "gsm8k_short"], {"task_manager": chat_manager, "limit": 2, "num_fewshot": 2}
+    lm = lm_from_backend(backend)
+    lm.use_cache(RequestCache(tmp_path / "cache.sqlite"))
+    run_lm_eval_tasks(lm, tasks, **options, **chat_options(EvalConfig(), backend))  # base: plain text
+    misses = lm.cache_misses
+    assert lm.cache_hits == 0 and misses > 0
+    ours = run_lm_eval_tasks(lm, tasks, **options, **flags)
+    assert lm.cache_hits == 0 and lm.cache_misses == 2 * misses  # chat prompts: other requests, other keys
+    theirs = _hf_records(tiny_model, tiny_tokenizer, chat_manager, tasks, **flags)
+    for task in tasks:
+        same_value(task_records(ours["samples"][task]), theirs[task], task)
+
+    tiny_tokenizer.chat_template, template = None, tiny_tokenizer.chat_template
+    try:
+        with pytest.raises(
+            InstructkitError, match="no chat template for lm-eval's tasks; use --prompt-style base"
+        ):
+            chat_options(EvalConfig(prompt_style="chat"), backend)
+    finally:
+        tiny_tokenizer.chat_template = template
+
+
+def test_lm_eval_task_options_are_refused_in_one_line(saved_tiny_model, tmp_path):
+    from instructkit.evaluate.lm_eval_tasks import parse_lm_eval_specs
+
+    assert parse_lm_eval_specs(["gsm8k:num_fewshot=8", "piqa", "piqa"]) == {
+        "gsm8k": {"num_fewshot": 8},
+        "piqa": {},
+    }
+    for spec, message in [
+        ("gsm8k:shots=8", "lm-eval task 'gsm8k:shots=8': unknown option(s) shots; an lm-eval task takes only num_fewshot"),
+        ("gsm8k:num_fewshot=-1", "lm-eval task 'gsm8k:num_fewshot=-1': num_fewshot=-1 must be a whole number >= 0"),
+        ("gsm8k:num_fewshot=two", "num_fewshot='two' must be a whole number >= 0"),
+        ("gsm8k:num_fewshot=8,gsm8k", "lm-eval task gsm8k is named twice with different options"),
+    ]:  # fmt: skip
+        done = _run(saved_tiny_model, tmp_path / "run", "--lm-eval-tasks", spec)
+        assert isinstance(done.exception, InstructkitError), done.output
+        assert message in str(done.exception) and "\n" not in str(done.exception)

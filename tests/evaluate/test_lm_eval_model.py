@@ -9,7 +9,6 @@ few documents per task. The SmolLM2-135M tests are marked slow, like tests/evalu
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
 import pytest
@@ -19,6 +18,7 @@ pytest.importorskip("lm_eval", reason="lm-eval is in the `test` extra")
 from lm_eval.models.huggingface import HFLM  # noqa: E402
 from lm_eval.tasks import TaskManager  # noqa: E402
 
+from helpers.lm_eval_parity import same_value
 from helpers.paths import FIXTURES_ROOT
 from instructkit.errors import InstructkitError  # noqa: E402
 from instructkit.evaluate.backends.hf import HFBackend  # noqa: E402
@@ -26,9 +26,6 @@ from instructkit.evaluate.lm_eval_local import local_task_dir  # noqa: E402
 from instructkit.evaluate.lm_eval_model import lm_class, lm_from_backend, run_lm_eval_tasks  # noqa: E402
 
 FIXTURES = FIXTURES_ROOT / "lm_eval"
-LOGLIK_TOL = 1e-4
-# HFLM sums float32 log-probs: over hundreds of tokens its own rounding reaches ~1e-4 of a sum near 700.
-LOGLIK_REL = 1e-6
 BBH = ["bbh_cot_fewshot_sports_understanding", "bbh_cot_fewshot_date_understanding"]
 LOGLIK_TASKS = ["piqa", "mmlu_anatomy", "hellaswag", "arc_easy", "winogrande", "wikitext"]
 GEN_TASKS = ["gsm8k", "gsm8k_cot", *BBH]
@@ -57,22 +54,6 @@ def _both(model, tokenizer, tasks, task_manager, batch_size=4, **options):
     return _run(ours, tasks, task_manager, **options), _run(theirs, tasks, task_manager, **options)
 
 
-def _close(a: float, b: float) -> bool:
-    return math.isclose(a, b, rel_tol=LOGLIK_REL, abs_tol=LOGLIK_TOL)
-
-
-def _same_value(a: Any, b: Any, where: str) -> None:
-    """Strings and bools equal; numbers within tolerance; containers element by element."""
-    if isinstance(a, (list, tuple)):
-        assert isinstance(b, (list, tuple)) and len(a) == len(b), f"{where}: {a!r} vs {b!r}"
-        for i, (x, y) in enumerate(zip(a, b)):
-            _same_value(x, y, f"{where}[{i}]")
-    elif isinstance(a, (str, bool)) or a is None:
-        assert a == b, f"{where}: {a!r} vs {b!r}"
-    else:
-        assert _close(float(a), float(b)), f"{where}: {a!r} vs {b!r}"
-
-
 def assert_same_per_sample(ours: dict[str, Any], theirs: dict[str, Any], tasks: list[str]) -> None:
     """Every task's samples: same docs, responses, filtered responses and per-sample metric values."""
     for task in tasks:
@@ -83,13 +64,13 @@ def assert_same_per_sample(ours: dict[str, Any], theirs: dict[str, Any], tasks: 
             assert (a["doc_id"], a["filter"], a["arguments"]) == (b["doc_id"], b["filter"], b["arguments"]), (
                 where
             )
-            _same_value(a["resps"], b["resps"], f"{where} resps")
-            _same_value(a["filtered_resps"], b["filtered_resps"], f"{where} filtered_resps")
+            same_value(a["resps"], b["resps"], f"{where} resps")
+            same_value(a["filtered_resps"], b["filtered_resps"], f"{where} filtered_resps")
             for metric in b["metrics"]:
-                _same_value(a[metric], b[metric], f"{where} {metric}")
+                same_value(a[metric], b[metric], f"{where} {metric}")
         for name, value in theirs["results"][task].items():
             if isinstance(value, (int, float)) and not name.endswith("_stderr,none"):
-                _same_value(ours["results"][task][name], value, f"{task} {name}")
+                same_value(ours["results"][task][name], value, f"{task} {name}")
 
 
 # ---- the tiny model (every run) ----
@@ -181,7 +162,7 @@ def test_left_truncation_and_empty_contexts_match_hf(tiny_model, tiny_tokenizer,
         Instance("loglikelihood", {}, ("", text), i) for i, text in enumerate(["Hello world", "<s>Hi"])
     ]
     mine, ref = ours.loglikelihood(requests), theirs.loglikelihood(requests)
-    _same_value(mine, ref, "empty context")
+    same_value(mine, ref, "empty context")
 
 
 def test_chat_template_system_prompt_and_multiturn_match_hf(tiny_model, tiny_tokenizer, task_manager):
@@ -198,6 +179,27 @@ def test_chat_template_system_prompt_and_multiturn_match_hf(tiny_model, tiny_tok
     prompt = ours["samples"]["gsm8k"][0]["arguments"][0][0]
     assert prompt.count("<|user|>") == 3 and "Answer carefully." in prompt  # 2 shots as turns, then the query
     assert_same_per_sample(ours, theirs, tasks)
+
+
+def test_per_task_shots_apply_to_that_task_only(tiny_model, tiny_tokenizer, task_manager):
+    """`task_num_fewshot` sets one task's shots as simple_evaluate's global num_fewshot would (the same
+    samples as HFLM run with num_fewshot=3 on that task alone); the other task keeps its definition's."""
+    backend = HFBackend(tiny_model, tiny_tokenizer, batch_size=4)
+    tasks, options = ["arc_easy", "piqa"], {"limit": 2}
+    ours = _run(lm_from_backend(backend), tasks, task_manager, task_num_fewshot={"arc_easy": 3}, **options)
+    assert ours["n-shot"] == {"arc_easy": 3, "piqa": 0}
+    assert ours["samples"]["arc_easy"][0]["arguments"][0][0].count("Question:") == 4  # 3 shots + the query
+    assert ours["samples"]["piqa"][0]["arguments"][0][0].count("Question:") == 1
+    theirs = HFLM(pretrained=tiny_model, tokenizer=tiny_tokenizer, batch_size=4)
+    assert_same_per_sample(
+        ours, _run(theirs, ["arc_easy"], task_manager, num_fewshot=3, **options), ["arc_easy"]
+    )
+    with pytest.raises(
+        InstructkitError, match=r"lm-eval task ifeval \(ifeval:num_fewshot=2\): its definition fixes"
+    ):
+        _run(lm_from_backend(backend), ["ifeval"], task_manager, task_num_fewshot={"ifeval": 2}, **options)
+    with pytest.raises(InstructkitError, match="not both"):
+        _run(lm_from_backend(backend), tasks, task_manager, task_num_fewshot={"piqa": 1}, num_fewshot=2)
 
 
 def test_built_from_model_args_through_lm_eval_registry(saved_tiny_model):
@@ -314,12 +316,18 @@ def test_smollm2_loglikelihood_tasks_match_hf(smollm2_model, task_manager):
 
 @pytest.mark.slow
 def test_smollm2_generation_tasks_match_hf(smollm2_model, task_manager, shared_data):
-    """The real model: gsm8k 5-shot, gsm8k CoT, two BBH CoT tasks (one doc each) and IFEval prompts."""
-    options = {"limit": 1, "batch_size": 8, "gen_kwargs": {"max_gen_toks": 12}}
+    """The real model: gsm8k 5-shot, gsm8k CoT, two BBH CoT tasks (one doc each) and IFEval prompts.
+
+    The few-shot prompts (243 to 1,364 tokens) run one per batch: in one batch instructkit's backend
+    pads them to 4 x 1,364 = 5,456 prefill tokens instead of 3,153, and CPU time goes there (39 s ->
+    26 s for both LMs). Left padding in a batch is tested on the real model by the two IFEval prompts
+    (different lengths, one batch) and on the tiny model by the tests above."""
+    options = {"limit": 1, "batch_size": 1, "gen_kwargs": {"max_gen_toks": 12}}
     ours, theirs = _both(*smollm2_model, GEN_TASKS, task_manager, **options)
     assert_same_per_sample(ours, theirs, GEN_TASKS)
     assert all(ours["samples"][t][0]["resps"][0][0].strip() for t in GEN_TASKS)  # real text
     requests = _ifeval_requests(shared_data, 2, 12)
     model, tokenizer = smollm2_model
+    assert len({len(tokenizer(r.args[0])["input_ids"]) for r in requests}) == 2  # one padded batch
     mine = lm_from_backend(HFBackend(model, tokenizer, batch_size=8)).generate_until(requests)
     assert mine == HFLM(pretrained=model, tokenizer=tokenizer, batch_size=8).generate_until(requests)

@@ -1,5 +1,6 @@
 """The shipped recipe `smollm2-dpo-cpu` end to end, shrunk by `--set` to a tiny model (pairs → prepare →
-DPO → eval before/after with reward accuracy on held-out pairs), and the Tülu 3 GPU recipe's settings."""
+DPO → eval before/after: exact match, reward accuracy on held-out pairs, judge win rate, all in the report),
+and the Tülu 3 GPU recipe's settings."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import json
 
 import pytest
 
+from instructkit.errors import InstructkitError
 from instructkit.pipeline.recipe import load_recipe
 from instructkit.pipeline.runner import build_pipeline
+
+TASK = "arithmetic_subtract"  # the shipped recipe's task (train split for pairs, eval split to score)
 
 
 def test_tulu3_dpo_recipe_has_the_published_settings():
@@ -23,6 +27,11 @@ def test_tulu3_dpo_recipe_has_the_published_settings():
     assert (train.lr_scheduler, train.warmup_ratio, train.epochs) == ("linear", 0.1, 1)
     assert train.micro_batch_size * train.gradient_accumulation_steps == 128
     assert recipe.prepare.max_length == 2048 and "split=train" in recipe.pairs.task
+
+
+def test_a_judge_without_the_base_evaluated_is_refused_before_anything_runs():
+    with pytest.raises(InstructkitError, match="judge"):
+        load_recipe("smollm2-dpo-cpu", {"evaluate.compare_base": False})
 
 
 @pytest.mark.slow
@@ -42,10 +51,13 @@ def test_smollm2_dpo_recipe_tiny(saved_tiny_model, shared_data, tmp_path):
         "train.model": str(saved_tiny_model),
         "train.max_steps": 2,
         "train.progress": False,
-        "evaluate.benchmarks": ["gsm8k:num_fewshot=0,max_new_tokens=8"],
-        "evaluate.benchmark_limit": 2,
+        "evaluate.benchmarks": [
+            f"catalog/{TASK}:templates=sub_1|sub_5,extractor=last_number,max_new_tokens=8"
+        ],
+        "evaluate.benchmark_limit": 3,
     }
     recipe, _ = load_recipe("smollm2-dpo-cpu", overrides)
+    assert recipe.judge is not None and recipe.judge.task == f"{TASK}/sub_1"  # the shipped judge task
     records = build_pipeline(recipe).run(log=lambda _: None)
     assert list(records) == ["pairs", "prepare", "train", "eval-base", "eval-tuned", "report"]
     pairs = records["pairs"]["summary"]
@@ -56,6 +68,23 @@ def test_smollm2_dpo_recipe_tiny(saved_tiny_model, shared_data, tmp_path):
     assert tuned["pairs"] == 1 and 0 <= tuned["reward_accuracy"] <= 100
     # LoRA moved the policy off the base, so the held-out pair's margin is no longer exactly 0
     assert tuned["reward_margin"] != 0
-    results = json.loads((tmp_path / "runs" / "smollm2-dpo-cpu" / "eval-tuned" / "results.json").read_text())
-    assert any(name.startswith("gsm8k") for name in results["tasks"])
+    # the judge saw every test prompt both models answered, each in both orders
+    assert tuned["judged"] == 3 and 0 <= tuned["judge_win_rate"] <= 100
+    run = tmp_path / "runs" / "smollm2-dpo-cpu"
+    judge = json.loads((run / "eval-tuned" / "judge.json").read_text())
+    assert judge["task"] == f"{TASK}/sub_1" and all(len(item["verdicts"]) == 2 for item in judge["items"])
+    results = json.loads((run / "eval-tuned" / "results.json").read_text())
+    assert {f"{TASK}/sub_1", f"{TASK}/sub_5"} <= set(
+        results["tasks"]
+    )  # test split, trained + held-out template
     assert "reward_accuracy" not in records["eval-base"]["summary"]
+    report = (run / "report.md").read_text()
+    section = report[report.index("## Preferences") :]
+    assert "reward accuracy (held-out pairs)" in section and "1 pairs" in section
+    assert f"judge win rate, tuned over base ({TASK}/sub_1)" in section and "3 prompts" in section
+    split = sum(item["b_score"] == 0.5 for item in judge["items"])
+    assert f"{split} of 3 prompts got a split verdict or none" in section
+    task_table = report[report.index("## Evaluation by task") : report.index("## Preferences")]
+    assert f"{TASK}/sub_5" in task_table and "base [95% CI]" in task_table  # exact match base vs tuned
+    html = (run / "report.html").read_text()
+    assert "Preferences" in html and "judge win rate" in html

@@ -147,9 +147,9 @@ def judge_cmd(
 ) -> None:
     """Pairwise win rate of B over A on open-ended outputs, each pair judged in both orders."""
     from ..evaluate.backends.load import load_backend
-    from ..evaluate.judge import pairwise_win_rate
+    from ..evaluate.judge import pairwise_win_rate, read_samples
 
-    rows_a, rows_b = _samples(a, task), _samples(b, task)
+    rows_a, rows_b = read_samples(a, task), read_samples(b, task)
     ids = [i for i in rows_a if i in rows_b]
     prompts = _instructions(b, task, ids)
     result = pairwise_win_rate(
@@ -163,14 +163,6 @@ def judge_cmd(
         f"win rate of {b.name} over {a.name}: {result['win_rate']:.1f} "
         f"[{result['ci95'][0]:.1f}, {result['ci95'][1]:.1f}] over {result['n']} prompts"
     )
-
-
-def _samples(run: Path, task: str) -> dict[str, dict]:
-    path = run / "samples" / f"{task.replace('/', '__')}.jsonl"
-    if not path.is_file():
-        raise InstructkitError(f"{path}: no samples for task {task!r}")
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return {str(r["id"]): r for r in rows}
 
 
 def _instructions(run: Path, task: str, ids: list[str]) -> list[str]:

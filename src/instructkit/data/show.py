@@ -10,6 +10,7 @@ from rich.panel import Panel
 from rich.text import Text
 
 from ..errors import InstructkitError
+from .preference_rows import prompt_length
 from .prepared import IGNORE_INDEX
 
 
@@ -26,6 +27,10 @@ def show_rows(directory: Path, n: int, task: str | None, console: Console) -> No
     from ..models.loading import load_tokenizer
 
     tokenizer = load_tokenizer(str(directory / "tokenizer"))
+    if "sides" in ds.column_names:  # a prepared preference folder: one panel per pair, not per packed row
+        for panel in pair_panels(tokenizer, rows, n):
+            console.print(panel)
+        return
     for i, row in enumerate(rows):
         console.print(Panel(token_text(tokenizer, row), title=f"row {i}", subtitle=_row_subtitle(row)))
 
@@ -90,6 +95,45 @@ def _example_starts(row: dict) -> set[int]:
         starts.add(pos)
         pos += length
     return starts
+
+
+def pair_panels(tokenizer, rows, n: int) -> list[Panel]:
+    """Up to n pairs of prepared preference rows: the shared prompt once, then each side's reply with its
+    trained tokens in green (chosen) or red (rejected), so a wrong mask shows as colour where none belongs."""
+    panels: list[Panel] = []
+    for row in rows:
+        sequences = _sequences(row)
+        for chosen, rejected in zip(sequences[::2], sequences[1::2]):
+            if len(panels) == n:
+                return panels
+            panels.append(_pair_panel(tokenizer, chosen, rejected))
+    return panels
+
+
+def _sequences(row: dict) -> list[dict]:
+    """The row's sequences (chosen, rejected, chosen, …) as unpacked rows, each with its pair id."""
+    out, start = [], 0
+    for length, pair, side in zip(row["seq_lens"], row["pair_ids"], row["sides"]):
+        end = start + length
+        out.append({"input_ids": row["input_ids"][start:end], "labels": row["labels"][start:end]})
+        out[-1].update(pair=pair, side=side)
+        start = end
+    return out
+
+
+def _pair_panel(tokenizer, chosen: dict, rejected: dict) -> Panel:
+    prompt = prompt_length(chosen["labels"])  # both sides share these prompt tokens (checked at prepare)
+    body = Text()
+    body.append("prompt: ", style="bold cyan")
+    body.append(tokenizer.decode(chosen["input_ids"][:prompt]), style="dim")
+    counts = []
+    for name, seq, colour in (("chosen", chosen, "green"), ("rejected", rejected, "red")):
+        reply = {"input_ids": seq["input_ids"][prompt:], "labels": seq["labels"][prompt:]}
+        body.append(f"\n{name}: ", style=f"bold {colour}")
+        for start, end, trained in label_spans(reply):
+            body.append(tokenizer.decode(reply["input_ids"][start:end]), style=colour if trained else "dim")
+        counts.append(f"{name} {sum(label != IGNORE_INDEX for label in seq['labels'])} trained")
+    return Panel(body, title=f"pair {chosen['pair']}", subtitle=" · ".join(counts))
 
 
 def _row_subtitle(row: dict) -> str:

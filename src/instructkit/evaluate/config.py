@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 PromptStyle = Literal["base", "chat", "chat_multiturn"]
 
@@ -68,8 +68,8 @@ class EvalConfig(EvalSettings):
     )
     lm_eval_tasks: list[str] = Field(
         default_factory=list,
-        description="lm-evaluation-harness tasks (comma list, e.g. piqa,arc_easy,gsm8k), run with "
-        "lm-eval's own prompts, filters and metrics on the hf backend; --limit applies.",
+        description="lm-evaluation-harness tasks (comma list, e.g. piqa,arc_easy,gsm8k:num_fewshot=8), run "
+        "with lm-eval's own prompts, filters and metrics on the hf backend; --limit and --prompt-style apply.",
     )
     lm_eval_include: list[str] = Field(
         default_factory=list, description="Folders (or files) of extra lm-eval task YAMLs."
@@ -77,12 +77,20 @@ class EvalConfig(EvalSettings):
 
     @field_validator("lm_eval_tasks", "lm_eval_include", mode="before")
     @classmethod
-    def _split_commas(cls, value: object) -> object:
-        """`piqa,gsm8k` (one option value, or a YAML string) as two names."""
+    def _split_commas(cls, value: object, info: ValidationInfo) -> object:
+        """`piqa,gsm8k` (one option value, or a YAML string) as two names; `gsm8k:num_fewshot=8,k=v,piqa`
+        keeps `k=v` (no `:`, an `=`) with the spec before it, as `--tasks` specs take options."""
         items = [value] if isinstance(value, str) else value
-        if isinstance(items, (list, tuple)):
-            return [p.strip() for item in items for p in str(item).split(",") if p.strip()]
-        return value
+        if not isinstance(items, (list, tuple)):
+            return value
+        out: list[str] = []
+        for part in (p.strip() for item in items for p in str(item).split(",")):
+            option = info.field_name == "lm_eval_tasks" and "=" in part and ":" not in part
+            if out and option and ":" in out[-1]:
+                out[-1] += "," + part
+            elif part:
+                out.append(part)
+        return out
 
 
 class EvalSetSpec(BaseModel):

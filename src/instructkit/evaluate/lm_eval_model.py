@@ -15,7 +15,7 @@ lm-eval is imported only when this module is; the command line imports the modul
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from functools import cache
 from typing import Any
@@ -61,6 +61,7 @@ def run_lm_eval_tasks(
     task_manager: Any = None,
     limit: int | float | None = None,
     num_fewshot: int | None = None,
+    task_num_fewshot: Mapping[str, int] | None = None,
     apply_chat_template: bool | str = False,
     system_instruction: str | None = None,
     fewshot_as_multiturn: bool | None = None,
@@ -68,10 +69,18 @@ def run_lm_eval_tasks(
     random_seed: int = 0,
 ) -> dict[str, Any]:
     """Run lm-eval tasks on `lm` with `simple_evaluate(log_samples=True)`; returns its output, whose
-    `samples[task]` holds one dict per request group (doc_id, resps, filtered_resps, metric values)."""
+    `samples[task]` holds one dict per request group (doc_id, resps, filtered_resps, metric values).
+
+    `num_fewshot` sets every task's shots as `lm_eval --num_fewshot` does; `task_num_fewshot` sets them
+    per task, group or tag name instead (the two together are refused). `fewshot_as_multiturn` unset
+    follows `apply_chat_template`, as `lm_eval --apply_chat_template` does."""
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
+    if task_num_fewshot and num_fewshot is not None:
+        raise InstructkitError(
+            "give shots per task (task_num_fewshot) or for all tasks (num_fewshot), not both"
+        )
     if task_manager is None:
         task_manager = TaskManager(
             include_path=list(include_path) if isinstance(include_path, (list, tuple)) else include_path
@@ -79,7 +88,7 @@ def run_lm_eval_tasks(
     multiturn = bool(apply_chat_template) if fewshot_as_multiturn is None else fewshot_as_multiturn
     out = simple_evaluate(
         model=lm,
-        tasks=list(tasks),
+        tasks=load_tasks(task_manager, tasks, task_num_fewshot or {}),
         task_manager=task_manager,
         limit=limit,
         num_fewshot=num_fewshot,
@@ -97,6 +106,34 @@ def run_lm_eval_tasks(
     if out is None:
         raise InstructkitError("lm-eval returned no results (not the main process?)")
     return out
+
+
+def load_tasks(task_manager: Any, names: Sequence[str], num_fewshot: Mapping[str, int]) -> list[Any]:
+    """lm-eval's task (or group) objects for `names`, each leaf task of `name` set to
+    `num_fewshot[name]` shots the way simple_evaluate applies its own `num_fewshot` (`set_config`)."""
+    unknown = sorted(set(num_fewshot) - set(names))
+    if unknown:
+        raise InstructkitError(
+            f"num_fewshot given for {', '.join(unknown)}, which is not among the tasks run"
+        )
+    objects: list[Any] = []
+    for name in names:
+        loaded = task_manager.load(name)
+        leaves = list(loaded["tasks"].values())
+        for task in leaves if name in num_fewshot else []:
+            _set_num_fewshot(task, name, num_fewshot[name])
+        objects += [loaded["groups"][name]] if name in loaded["groups"] else leaves
+    return objects
+
+
+def _set_num_fewshot(task: Any, name: str, shots: int) -> None:
+    """A task's shots; refused where its definition fixes 0 (lm-eval would ignore the number silently)."""
+    if shots and task.get_config("num_fewshot") == 0:
+        raise InstructkitError(
+            f"lm-eval task {task.task_name} ({name}:num_fewshot={shots}): its definition fixes num_fewshot=0, "
+            "which lm-eval keeps whatever is asked; drop num_fewshot for it"
+        )
+    task.set_config(key="num_fewshot", value=shots)
 
 
 @cache

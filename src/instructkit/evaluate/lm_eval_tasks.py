@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ..errors import InstructkitError
 from ..fingerprint import sha256_hex
 from ..hub import _is_connection_problem, hub_error
@@ -28,6 +30,7 @@ from .config import EvalConfig
 from .metrics import bootstrap_ci, mean, normalized_score
 
 PREFIX = "lm_eval/"
+LM_EVAL_OPTIONS = ("num_fewshot",)  # what a task spec (gsm8k:num_fewshot=8) or suite entry may set
 NOT_METRICS = ("alias", "name", "sample_len", "samples")  # lm-eval's bookkeeping in a task's results
 
 
@@ -49,16 +52,19 @@ def run_lm_eval(
     """
     from .lm_eval_model import lm_from_backend, run_lm_eval_tasks
 
-    manager = task_manager(config, work_dir)
-    names = list(config.lm_eval_tasks)
+    specs = parse_lm_eval_specs(config.lm_eval_tasks)
+    names = list(specs)
+    manager = task_manager(names, config, work_dir)
     if any("ifeval" in n for n in names):
         from .punkt_tab import require_punkt_tab
 
         require_punkt_tab()
     lm = lm_from_backend(backend)
     lm.use_cache(cache)
+    shots = {name: options["num_fewshot"] for name, options in specs.items() if "num_fewshot" in options}
+    options = {"limit": config.limit, "random_seed": config.seed, "task_num_fewshot": shots}
     try:
-        out = run_lm_eval_tasks(lm, names, task_manager=manager, limit=config.limit, random_seed=config.seed)
+        out = run_lm_eval_tasks(lm, names, task_manager=manager, **options, **chat_options(config, backend))
     except InstructkitError:
         raise
     except Exception as exc:
@@ -74,7 +80,54 @@ def run_lm_eval(
     return LmEvalRun(tasks, lm.cache_hits, lm.cache_misses)
 
 
-def task_manager(config: EvalConfig, work_dir: Path) -> Any:
+def parse_lm_eval_specs(specs: list[str]) -> dict[str, dict[str, Any]]:
+    """`['gsm8k:num_fewshot=8', 'piqa']` → {'gsm8k': {'num_fewshot': 8}, 'piqa': {}}, in order; an unknown
+    option, a bad value or one task named twice with different options is refused in one line."""
+    out: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        name, _, opts = spec.partition(":")
+        options: dict[str, Any] = {}
+        for item in filter(None, (o.strip() for o in opts.split(","))):
+            key, _, value = item.partition("=")
+            options[key.strip()] = _yaml_value(value)
+        check_lm_eval_options(options, f"lm-eval task {spec!r}")
+        name = name.strip()
+        if out.get(name, options) != options:
+            raise InstructkitError(
+                f"lm-eval task {name} is named twice with different options ({out[name]} and {options})"
+            )
+        out[name] = options
+    return out
+
+
+def check_lm_eval_options(options: dict[str, Any], where: str) -> None:
+    """Only `num_fewshot` (a whole number ≥ 0): lm-eval's definition sets the rest of a task."""
+    unknown = sorted(set(options) - set(LM_EVAL_OPTIONS))
+    if unknown:
+        raise InstructkitError(
+            f"{where}: unknown option(s) {', '.join(unknown)}; an lm-eval task takes only "
+            f"{', '.join(LM_EVAL_OPTIONS)} (its own definition sets prompts, filters and metrics)"
+        )
+    shots = options.get("num_fewshot")
+    if "num_fewshot" in options and (isinstance(shots, bool) or not isinstance(shots, int) or shots < 0):
+        raise InstructkitError(f"{where}: num_fewshot={shots!r} must be a whole number >= 0")
+
+
+def chat_options(config: EvalConfig, backend: Backend) -> dict[str, Any]:
+    """lm-eval's chat flags for `--prompt-style`: chat is `lm_eval --apply_chat_template
+    --fewshot_as_multiturn false` (exemplars and question in one user turn), chat_multiturn is
+    `--apply_chat_template` (each exemplar its own exchange); base renders plain text."""
+    if config.prompt_style == "base":
+        return {"apply_chat_template": False, "fewshot_as_multiturn": False}
+    if not getattr(getattr(backend, "tokenizer", None), "chat_template", None):
+        raise InstructkitError(
+            f"--prompt-style {config.prompt_style}: the model's tokenizer has no chat template for lm-eval's "
+            "tasks; use --prompt-style base"
+        )
+    return {"apply_chat_template": True, "fewshot_as_multiturn": config.prompt_style == "chat_multiturn"}
+
+
+def task_manager(names: list[str], config: EvalConfig, work_dir: Path) -> Any:
     """lm-eval's TaskManager with `--lm-eval-include` folders (and the local task YAMLs of
     `--data-dir`); an unknown task name is refused in one line."""
     from lm_eval.tasks import TaskManager
@@ -91,7 +144,7 @@ def task_manager(config: EvalConfig, work_dir: Path) -> Any:
         include.append(str(local))
     manager = TaskManager(include_path=include or None)
     known = set(manager.all_tasks)
-    unknown = [n for n in config.lm_eval_tasks if n not in known]
+    unknown = [n for n in names if n not in known]
     if unknown:
         raise InstructkitError(
             f"unknown lm-eval task(s) {', '.join(unknown)}: not among lm-eval's {len(known)} tasks, groups "
@@ -172,6 +225,13 @@ def _random_baseline(output_type: str | None, records: list[dict[str, Any]]) -> 
     if output_type == "multiple_choice" and records:
         return mean([100.0 / max(r["n_resps"], 1) for r in records])
     return 0.0
+
+
+def _yaml_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text  # refused by check_lm_eval_options, with the text as typed
 
 
 def _key(metric: str, filt: str) -> str:

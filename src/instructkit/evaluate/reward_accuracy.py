@@ -66,10 +66,14 @@ def reward_accuracy(policy: torch.Tensor, reference: torch.Tensor, beta: float =
             f"reward accuracy needs the same non-empty pairs, got {tuple(policy.shape)} "
             f"and {tuple(reference.shape)}"
         )
+    from .metrics import bootstrap_ci
+
     rewards = beta * (policy - reference)
     margins = rewards[:, 0] - rewards[:, 1]
+    wins = [100.0 * float(m > 0) for m in margins]
     return {
         "reward_accuracy": 100 * float((margins > 0).double().mean()),
+        "reward_accuracy_ci95": list(bootstrap_ci(wins)),  # percentile bootstrap over the held-out pairs
         "reward_margin": float(margins.mean()),
         "pairs": int(margins.numel()),
     }

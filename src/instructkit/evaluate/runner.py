@@ -59,17 +59,20 @@ def eval_config(**fields: Any) -> EvalConfig:
 
 
 def with_suite_lm_eval(config: EvalConfig) -> EvalConfig:
-    """`config` with its suite's lm-eval entries added to `lm_eval_tasks` and `lm_eval_include`."""
-    if not config.suite:
-        return config
-    names, include = lm_eval_entries(read_suite(config.suite)["tasks"])
-    if not names:
-        return config
-    update = {
-        "lm_eval_tasks": list(dict.fromkeys([*config.lm_eval_tasks, *names])),
-        "lm_eval_include": list(dict.fromkeys([*config.lm_eval_include, *include])),
-    }
-    return config.model_copy(update=update)
+    """`config` with its suite's lm-eval entries added to `lm_eval_tasks` and `lm_eval_include`; their
+    specs (`gsm8k:num_fewshot=8`) are checked here, before any task runs."""
+    names, include = lm_eval_entries(read_suite(config.suite)["tasks"]) if config.suite else ([], [])
+    if names:
+        update = {
+            "lm_eval_tasks": list(dict.fromkeys([*config.lm_eval_tasks, *names])),
+            "lm_eval_include": list(dict.fromkeys([*config.lm_eval_include, *include])),
+        }
+        config = config.model_copy(update=update)
+    if config.lm_eval_tasks:
+        from .lm_eval_tasks import parse_lm_eval_specs
+
+        parse_lm_eval_specs(config.lm_eval_tasks)
+    return config
 
 
 def build_tasks(config: EvalConfig) -> list[EvalTask]:

@@ -96,6 +96,19 @@ class PaperSection(BaseModel):
         return [c for c in self.claims if c.arm is None or c.arm == self.arm]
 
 
+class JudgeSpec(BaseModel):
+    """The pairwise judge of tuned vs base answers (`eval judge`), run by the eval-tuned stage."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(None, description="The judge model; unset: train.model (the base judges).")
+    task: str = Field(
+        description="The evaluated task whose answers are compared (e.g. gsm8k, NAME/TEMPLATE)."
+    )
+    chat: bool = Field(True, description="Render the judge prompt with the judge's chat template.")
+    batch_size: int = Field(8, ge=1, description="Judge prompts per backend batch.")
+
+
 class Recipe(BaseModel):
     """A whole experiment. Every stage section is optional except the ones the run needs."""
 
@@ -124,6 +137,9 @@ class Recipe(BaseModel):
         description="`instructkit train` settings (data/output_dir set by the run); absent: no training.",
     )
     evaluate: EvaluateSpec | None = None
+    judge: JudgeSpec | None = Field(
+        None, description="Judge the tuned model's answers against the base's (needs evaluate.compare_base)."
+    )
     commands: list[str] = Field(
         default_factory=list, description="The exact commands that run this recipe (documentation)."
     )
@@ -207,6 +223,10 @@ def _validate(raw: dict[str, Any], path: Path) -> Recipe:
     _check_corpus(recipe, path)
     _check_prepare_tokenizer(recipe, path)
     _check_paper(recipe, path)
+    if recipe.judge is not None and not (recipe.train and recipe.evaluate and recipe.evaluate.compare_base):
+        raise InstructkitError(
+            f"{path}: `judge` compares tuned with base: it needs `train` and evaluate.compare_base"
+        )
     return recipe
 
 
@@ -220,6 +240,8 @@ def _check_paper(recipe: Recipe, path: Path) -> None:
         raise InstructkitError(  # else the arm's claims would silently drop out of the report
             f"{path}: paper.arm {arm!r}: give one of the claims' arms ({', '.join(arms) or 'none'})"
         )
+    if recipe.train is None and recipe.corpus is not None and recipe.corpus.synthesizer_training is not None:
+        return  # rows of the synthesizer's evaluation: datasets, `seen`, `unseen`, `all` (base vs tuned)
     spec = recipe.evaluate
     sets = {f"{s.name}/{k}-shot" for s in (spec.sets if spec else []) for k in s.k_shot}
     names = {s.name for s in (spec.sets if spec else [])}

@@ -29,12 +29,14 @@ SECTIONS = (
     "Evaluation by task",
     "What improved and what did not",
 )
+PREFERENCES = "Preferences"  # only in a preference-tuning run's report (reward accuracy, judge), before the verdicts
 PAPER = "Paper vs ours"  # only in a reproduction recipe's report (one with a `paper:` section), last
 # The page leads with what the run measured; the Markdown keeps the verdicts last, where `run` prints them.
 HTML_ORDER = (
     "Summary",
     PAPER,
     "Evaluation by set",
+    PREFERENCES,
     "What improved and what did not",
     "Evaluation by task",
     "Training",
@@ -60,6 +62,9 @@ def write_run_report(recipe, inputs: dict[str, Path], out: Path) -> Path:
     sets, tasks = set_rows(base, tuned), task_rows(base, tuned)
     charts = _charts(out, losses, sets, tasks, average_row(base, tuned), tuned)
     sections = build_sections(recipe, root, losses, base, tuned, sets, tasks, charts)
+    preferences = preference_section(inputs["eval-tuned"])
+    if preferences is not None:  # a DPO run: before the verdicts, where the Markdown keeps them last
+        sections.insert(len(sections) - 1, preferences)
     if getattr(recipe, "paper", None) is not None:  # a reproduction recipe: its paper's numbers beside ours
         sections.append(paper_section(recipe, root, sets + tasks + [average_row(base, tuned)]))
     title = f"Run report: {recipe.name}"
@@ -232,6 +237,40 @@ def build_sections(
     ]
 
 
+def preference_section(tuned_run: Path) -> Section | None:
+    """A preference run's own measures: reward accuracy on held-out pairs and the judge's win rate of tuned
+    over base, each with its 95% bootstrap interval; None when the run has neither."""
+    reward, judge = _json(tuned_run / "reward_accuracy.json"), _json(tuned_run / "judge.json")
+    if not reward and not judge:
+        return None
+    rows, text = [], []
+    if reward:
+        low, high = reward.get("reward_accuracy_ci95") or (sig.NAN, sig.NAN)
+        value = sig.fmt_estimate(sig.Estimate(reward["reward_accuracy"], low, high))
+        rows.append(["reward accuracy (held-out pairs)", value, f"{reward['pairs']} pairs"])
+        rows.append(["mean reward margin (chosen − rejected)", f"{reward['reward_margin']:.4f}", ""])
+        text.append(
+            "Reward accuracy: the share of held-out pairs (never trained on) whose implicit DPO reward "
+            "β·(log π − log π_ref) is higher for the right answer than for the wrong one; the base scores 0 "
+            "(its margins are all 0)."
+        )
+    if judge:
+        low, high = judge["ci95"]
+        value = sig.fmt_estimate(sig.Estimate(judge["win_rate"], low, high))
+        rows.append([f"judge win rate, tuned over base ({judge['task']})", value, f"{judge['n']} prompts"])
+        text.append(
+            f"Judge: {judge.get('judge', 'the judge model')} picks the better of the base's and the tuned "
+            "model's answer to each prompt, in both orders (a split verdict is a tie, half a win); 50 means "
+            "no preference."
+        )
+        split = sum(item["b_score"] == 0.5 for item in judge.get("items", []))
+        text.append(  # a judge that always names one position splits every verdict: 50 says nothing then
+            f"{split} of {judge['n']} prompts got a split verdict or none (the judge named the same position "
+            "in both orders, or no position)."
+        )
+    return Section(PREFERENCES, text=text, tables=[Table(["measure", "value [95% CI]", "over"], rows)])
+
+
 def _summary_text(losses, average: Row) -> list[str]:
     _, b, t, d = average
     lines = [
@@ -383,10 +422,11 @@ PAPER_NOTE = (
 )
 
 
-def paper_section(recipe, root: Path, rows: list[Row]) -> Section:
-    """The "Paper vs ours" section: per claim of `recipe.paper`, its number and setting, ours and our setting."""
+def paper_section(recipe, root: Path, rows: list[Row], setting: str | None = None) -> Section:
+    """The "Paper vs ours" section: per claim of `recipe.paper`, its number and setting, ours and our
+    setting (`setting`, else read from the train stage)."""
     paper = recipe.paper
-    ours_setting = our_setting(recipe, root)
+    ours_setting = setting or our_setting(recipe, root)
     table = Table(
         ["finding (cited)", "paper", "paper's setting", "ours [95% CI]", "our setting", "scale"],
         [],

@@ -201,7 +201,7 @@ def build_pipeline(recipe: Recipe) -> Pipeline:
     if recipe.mixture is not None:
         stages.append(ps.mixture_stage(recipe))
     if recipe.corpus is not None:
-        if recipe.corpus.augment and recipe.corpus.synthesizer == "default":
+        if recipe.corpus.augment and recipe.corpus.synthesizer in ("default", "trained"):
             stages.append(ps.synthesizer_stage(recipe))
         stages.append(ps.corpus_stage(recipe))
     stages.append(ps.prepare_stage(recipe, upstream))
@@ -212,4 +212,6 @@ def build_pipeline(recipe: Recipe) -> Pipeline:
             stages.append(ps.eval_stage(recipe, "base"))
         stages.append(ps.eval_stage(recipe, "tuned"))
         stages.append(ps.report_stage(recipe))
+    elif recipe.corpus is not None and recipe.corpus.synthesizer_training is not None:
+        stages.append(ps.report_stage(recipe))  # the synthesizer's evaluation and the corpus it wrote
     return Pipeline(recipe, stages, root)

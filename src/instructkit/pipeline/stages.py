@@ -64,8 +64,11 @@ SYNTHESIZER_LAYOUT = 2  # 2: response F1 of the trained synthesizer and of the u
 
 
 def synthesizer_stage(recipe: Recipe) -> Stage:
-    """Train the default tiny instruction synthesizer and measure its response F1 against untrained."""
-    size = recipe.corpus.size
+    """Train the synthesizer (the default tiny one, or `corpus.synthesizer_training`'s model) and measure
+    its response F1 against the untrained / untuned model with the same prompt."""
+    size, spec = recipe.corpus.size, recipe.corpus.synthesizer_training
+    if spec is not None:
+        return _tuned_synthesizer_stage(recipe, spec)
 
     def run(out: Path, _: dict[str, Path]) -> dict[str, Any]:
         from ..synth.default_synthesizer import synthesizer_f1, train_default_synthesizer
@@ -84,13 +87,46 @@ def synthesizer_stage(recipe: Recipe) -> Stage:
     )
 
 
+def _tuned_synthesizer_stage(recipe: Recipe, spec) -> Stage:
+    """`synthesizer: trained`: tune `spec.model` on the seen datasets, measure base vs tuned (seen/unseen)."""
+
+    def run(out: Path, _: dict[str, Path]) -> dict[str, Any]:
+        from ..synth.trained_synthesizer import measure_base_and_tuned, train_synthesizer
+
+        model = train_synthesizer(out, spec, recipe.seed)
+        return {"model": str(model), "response_f1": measure_base_and_tuned(out, spec, model, recipe.seed)}
+
+    def estimate() -> str:
+        unseen = ", ".join(spec.unseen) or "none"
+        return f"tune {spec.model} ({spec.method}), {spec.max_steps} steps; unseen: {unseen}"
+
+    def inputs() -> pin.Inputs:
+        return {
+            **pin.reference_inputs("synthesizer base", spec.model, "model"),
+            **pin.sources_inputs(spec.sources),
+        }
+
+    settings = {**spec.model_dump(mode="json"), "seed": recipe.seed, "layout": SYNTHESIZER_LAYOUT}
+    return Stage(
+        "synthesizer",
+        settings,
+        [],
+        run,
+        estimate,
+        inputs=inputs,
+        section="corpus.synthesizer_training",
+        aliases={"seed": "seed", "layout": "synthesizer stage layout"},
+    )
+
+
 def corpus_stage(recipe: Recipe) -> Stage:
     """Raw texts → a pretraining corpus (with synthesized pairs when `augment`) + held-out questions."""
-    from ..synth.config import DEFAULT_SYNTHESIZER, GENERATED
+    from ..synth.config import DEFAULT_SYNTHESIZER, GENERATED, TRAINED_SYNTHESIZER
 
     spec = recipe.corpus
-    default_synth = spec.augment and spec.synthesizer == DEFAULT_SYNTHESIZER
-    unused = set() if spec.augment else {"synthesizer", "size", "rounds"}
+    default_synth = spec.augment and spec.synthesizer in (DEFAULT_SYNTHESIZER, TRAINED_SYNTHESIZER)
+    unused = {"synthesizer_training"} | (set() if spec.augment else {"synthesizer", "size", "rounds"})
+    unused |= {"max_model_len"} if spec.max_model_len is None else set()  # absent: keys stay as before
     settings = {
         **spec.model_dump(mode="json", exclude=unused),
         "tokenizer": recipe.prepare.tokenizer,
@@ -101,7 +137,7 @@ def corpus_stage(recipe: Recipe) -> Stage:
         from ..synth.pretrain_corpus import PretrainCorpusConfig, build_pretraining_corpus
 
         synth = str(inputs["synthesizer"] / "synthesizer") if default_synth else spec.synthesizer
-        fields = {**spec.model_dump(), "synthesizer": synth}
+        fields = {**spec.model_dump(), "synthesizer": synth, "synthesizer_training": None}
         cfg = PretrainCorpusConfig(
             **fields, out=str(out), tokenizer=recipe.prepare.tokenizer, seed=recipe.seed
         )
@@ -310,12 +346,15 @@ def eval_stage(recipe: Recipe, which: str) -> Stage:
     needs = ["prepare", "train"] if which == "tuned" else ["prepare"]
     needs += ["corpus"] if recipe.corpus else []
     needs += ["pairs"] if recipe.pairs and recipe.pairs.holdout and which == "tuned" else []
+    judged = recipe.judge is not None and which == "tuned"
+    needs += ["eval-base"] if judged else []
     settings = {
         **spec.model_dump(mode="json"),
         "which": which,
         "model": recipe.train.model,
         "tiny_seed": recipe.train.tiny_seed,
         "holdout": _holdout(recipe),
+        **({"judge": recipe.judge.model_dump(mode="json")} if judged else {}),  # absent: keys stay as before
     }
 
     def run(out: Path, inputs: dict[str, Path]) -> dict[str, Any]:
@@ -329,6 +368,9 @@ def eval_stage(recipe: Recipe, which: str) -> Stage:
         summary = {"normalized_average": results.get("normalized_average"), "tasks": len(results["tasks"])}
         if "pairs" in inputs:  # the tuned policy's implicit reward on held-out pairs, against the base
             summary.update(_reward_accuracy(recipe, model, tokenizer, inputs, out))
+        if judged:  # free the tuned model first: the judge is a third model in memory otherwise
+            del model
+            summary.update(_judge(recipe, config, inputs["eval-base"], out))
         return summary
 
     return Stage(
@@ -343,6 +385,7 @@ def eval_stage(recipe: Recipe, which: str) -> Stage:
             "model": "train.model",
             "tiny_seed": "train.tiny_seed",
             "holdout": "mixture.holdout_clusters",
+            "judge": "judge",
         },
     )
 
@@ -360,6 +403,24 @@ def _reward_accuracy(recipe: Recipe, policy, tokenizer, inputs: dict[str, Path],
     )
     write_atomic(out / "reward_accuracy.json", json.dumps(result, indent=2))
     return result
+
+
+def _judge(recipe: Recipe, config, base_run: Path, out: Path) -> dict[str, Any]:
+    """Pairwise judge win rate (%) of the tuned model's answers over the base's on `judge.task`; judge.json."""
+    import json
+
+    from ..evaluate.backends.load import load_backend
+    from ..evaluate.judge import judge_runs
+    from ..evaluate.runner import build_tasks
+
+    spec = recipe.judge
+    queries = {d.id: d.query for t in build_tasks(config) for d in t.docs}
+    judge = load_backend("hf", spec.model or recipe.train.model, batch_size=spec.batch_size)
+    result = judge_runs(judge, base_run, out, spec.task, queries, chat=spec.chat)
+    write_atomic(
+        out / "judge.json", json.dumps({**result, "judge": spec.model or recipe.train.model}, indent=2)
+    )
+    return {"judge_win_rate": result["win_rate"], "judge_ci95": result["ci95"], "judged": result["n"]}
 
 
 def _eval_inputs(recipe: Recipe, which: str) -> pin.Inputs:
@@ -425,13 +486,17 @@ REPORT_LAYOUT = 2  # 2: report.html, intervals and paired tests
 
 def report_stage(recipe: Recipe) -> Stage:
     """Write report.md and charts comparing base and tuned, plus the training loss curve."""
-    needs = ["train", "eval-tuned"] + (["eval-base"] if recipe.evaluate.compare_base else [])
+    if recipe.train is None:  # a synthesizer recipe: its base-vs-tuned evaluation and the corpus it wrote
+        needs = ["synthesizer", "corpus"]
+    else:
+        needs = ["train", "eval-tuned"] + (["eval-base"] if recipe.evaluate.compare_base else [])
 
     def run(out: Path, inputs: dict[str, Path]) -> dict[str, Any]:
         from .report import write_run_report
+        from .synth_report import write_synthesizer_report
 
-        path = write_run_report(recipe, inputs, out)
-        return {"report": str(path)}
+        write = write_synthesizer_report if recipe.train is None else write_run_report
+        return {"report": str(write(recipe, inputs, out))}
 
     # The layout version makes runs reported before report.html existed rebuild their report once.
     settings = {"name": recipe.name, "layout": REPORT_LAYOUT}

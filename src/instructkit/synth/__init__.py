@@ -9,6 +9,8 @@ Python API (each stage also has an `instructkit synth` command; every setting is
   (the `corpus` stage of `instructkit run`; `CorpusSpec` is the recipe's `corpus:` section).
 - `train_default_synthesizer(out_dir, size)`: the tiny synthesizer trained offline (the `synthesizer`
   stage; `instructkit synth demo` runs the whole path as the recipe `synth_demo`).
+- `train_synthesizer(out, SynthesizerTraining)` / `measure_base_and_tuned(...)`: a named model tuned
+  into the synthesizer and scored against its untuned base (`corpus.synthesizer: trained`).
 """
 
 from ..lazy import lazy_exports
@@ -19,6 +21,9 @@ _EXPORTS = {
     "GenerateConfig": ".config",
     "PretrainCorpusConfig": ".config",
     "TrainDataConfig": ".config",
+    "SynthesizerTraining": ".config",
+    "train_synthesizer": ".trained_synthesizer",
+    "measure_base_and_tuned": ".trained_synthesizer",
     "build_corpus": ".corpus",
     "train_default_synthesizer": ".default_synthesizer",
     "evaluate_synthesizer": ".measure",

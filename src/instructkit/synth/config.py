@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SynthesizerSize = Literal["test", "small"]
 DEFAULT_SYNTHESIZER = "default"  # the tiny synthesizer trained offline (`synth.default_synthesizer`)
+TRAINED_SYNTHESIZER = "trained"  # a model fine-tuned by the recipe (`corpus.synthesizer_training`)
 GENERATED = "generated"  # raw texts: generated paragraphs that carry gold questions
 
 
@@ -71,6 +72,38 @@ class CorpusConfig(CorpusDocuments, CorpusBuild, _PairsIO):
     """`synth corpus`: texts with their pairs (a `synth generate` folder) → an M-shot corpus."""
 
 
+class SynthesizerTraining(_Settings):
+    """A synthesizer fine-tuned from a real (or tiny) model on context-task data, then measured against
+    its own untuned base with the same prompt: response F1 on held-out texts of seen and unseen datasets."""
+
+    model: str = Field(description="The base model to tune (`pretrained:…`, path, hub id or tiny:preset).")
+    sources: list[str] = Field(
+        description="Context-task data (`synth train-data` sources), unseen ones included."
+    )
+    unseen: list[str] = Field(
+        default_factory=list, description="Datasets held out whole: never trained on, evaluated as unseen."
+    )
+    holdout: float = Field(
+        0.2, gt=0, lt=1, description="Share of each seen dataset's texts held out for evaluation."
+    )
+    max_length: int = Field(
+        1024, ge=16, description="Tokens per training row (few-shot examples concatenated)."
+    )
+    max_shots: int = Field(
+        4, ge=1, description="Examples of one dataset per training row (1: one-shot only)."
+    )
+    method: Literal["full", "lora"] = Field("full", description="Full fine-tuning or LoRA (rank 16).")
+    max_steps: int = Field(100, ge=1, description="Optimizer steps.")
+    micro_batch_size: int = Field(2, ge=1)
+    gradient_accumulation_steps: int = Field(4, ge=1)
+    learning_rate: float = Field(2e-5, gt=0, description="Peak learning rate (cosine, 5% warmup).")
+    eval_rows: int = Field(40, ge=1, description="Held-out rows per dataset scored by response F1.")
+    max_new_tokens: int = Field(32, ge=1, description="Generated tokens per response (response F1).")
+    pair_texts: int = Field(16, ge=0, description="Held-out contexts given free generation (parse rate).")
+    pair_max_new_tokens: int = Field(200, ge=1, description="Tokens per free generation (parse rate).")
+    max_model_len: int = Field(2048, ge=64, description="Prompt + generation budget while evaluating.")
+
+
 class CorpusSpec(CorpusDocuments, Chains):
     """The recipe's `corpus:` section: the same raw texts as a pretraining corpus, augmented or plain."""
 
@@ -86,9 +119,25 @@ class CorpusSpec(CorpusDocuments, Chains):
     )
     synthesizer: str = Field(
         DEFAULT_SYNTHESIZER,
-        description="`default`: train the tiny synthesizer (stage `synthesizer`); or a model path.",
+        description="`default`: train the tiny synthesizer (stage `synthesizer`); `trained`: tune the one "
+        "`synthesizer_training` describes (same stage); or a model path.",
     )
     size: SynthesizerSize = Field("small", description="Size of the default synthesizer.")
+    synthesizer_training: SynthesizerTraining | None = Field(
+        None, description="How stage `synthesizer` tunes and measures the `trained` synthesizer."
+    )
+    max_model_len: int | None = Field(
+        None,
+        ge=64,
+        description="Synthesizer prompt + generation budget while writing pairs (half is generation); "
+        "unset: the model's context, at most 4096.",
+    )
+
+    @model_validator(mode="after")
+    def _trained_has_training(self) -> CorpusSpec:
+        if (self.synthesizer == TRAINED_SYNTHESIZER) != (self.synthesizer_training is not None):
+            raise ValueError("synthesizer `trained` goes with a `synthesizer_training` section, and only it")
+        return self
 
 
 class PretrainCorpusConfig(CorpusSpec, CorpusBuild):

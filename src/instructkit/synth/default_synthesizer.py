@@ -96,7 +96,7 @@ def synthesizer_f1(out: str | Path, synth: str | Path, size: str = "small") -> d
     """Response F1 (seen/unseen datasets) and pair statistics of the synthesizer trained under `out`
     and of the same tiny model untrained, on the same held-out rows; also written to synth_eval.json."""
     out, synth, s = Path(out), Path(synth), _size(size)
-    untrained = _save_untrained(synth, out / "untrained", s.preset, s.max_length)
+    untrained = save_untrained(synth, out / "untrained", s.preset, s.max_length)
     result = {name: _measure(out, model, s) for name, model in (("trained", synth), ("untrained", untrained))}
     (out / "synth_eval.json").write_text(json.dumps(result, indent=2))
     return result
@@ -131,12 +131,14 @@ def _eval_rows(out: Path, s: SynthesizerSize) -> list[dict[str, str]]:
     return held[: s.eval_rows] + unseen
 
 
-def _save_untrained(synth: Path, target: Path, preset: str, max_length: int) -> Path:
+def save_untrained(synth: Path, target: Path, preset: str, max_length: int, seed: int = 0) -> Path:
+    """The tiny `preset` model, randomly initialised with `seed`, saved with `synth`'s tokenizer."""
     from ..models.loading import load_tokenizer
     from ..models.tiny import build_tiny_model
 
     tokenizer = load_tokenizer(str(synth))
-    build_tiny_model(preset, tokenizer, seed=0, max_position_embeddings=max_length).save_pretrained(target)
+    model = build_tiny_model(preset, tokenizer, seed=seed, max_position_embeddings=max_length)
+    model.save_pretrained(target)
     tokenizer.save_pretrained(target)
     return target
 

@@ -74,6 +74,7 @@ def evaluate_synthesizer(
         "rows": len(rows),
         "response_f1": round(mean(scores), 4) if scores else 0.0,
         "response_f1_by_dataset": per_dataset,
+        "row_f1": [round(x, 4) for x in scores],  # in `rows` order: what paired tests compare
         "pair_statistics": free_pairs(
             engine, tokenizer, contexts, s.max_model_len - s.pair_max_new_tokens, s.pair_max_new_tokens
         ),

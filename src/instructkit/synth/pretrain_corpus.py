@@ -93,7 +93,7 @@ def _pairs(
 ) -> tuple[dict[int, list[dict[str, str]]], dict[str, Any]]:
     """The synthesizer's pairs for every text not held out, keyed by row index, and its summary."""
     keep = [i for i in range(len(rows)) if i not in held]
-    summary = generate_for_texts(synthesizer, [rows[i] for i in keep], out, cfg.rounds)
+    summary = generate_for_texts(synthesizer, [rows[i] for i in keep], out, cfg.rounds, cfg.max_model_len)
     from .shards import finished_records
 
     return {keep[r["id"]]: r["pairs"] for r in finished_records(out / "pairs")}, summary

@@ -3,12 +3,17 @@
 Accepted columns (first match wins): context | paragraph | passage | article; instruction | question |
 prompt; response | answer | completion | output; dataset | task. A prompt/completion row without a
 context column (the P3/T0 files) has its context cut out of the prompt: the longest paragraph block
-of at least `MIN_CONTEXT_WORDS` words; rows without one are skipped and counted.
+of at least `MIN_CONTEXT_WORDS` words, its template's label and quotes removed; rows without one are
+skipped and counted. A file's dataset is
+its `dataset` column, else its entry in a `clusters.json` beside it, else the file's name.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from collections import Counter
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +37,29 @@ def read_task_rows(source: str, skipped: Counter | None = None) -> list[dict[str
     for raw in iter_source_rows(source):
         if raw.error is not None:
             raise raw.error
-        row = normalize_row(raw.record, Path(raw.file).stem)
+        row = normalize_row(raw.record, catalog_dataset(raw.file))
         if isinstance(row, str):
             skipped[row] += 1
         else:
             rows.append(row)
     return rows
+
+
+def catalog_dataset(file: str) -> str:
+    """The dataset a file's rows come from: its `dataset` in a `clusters.json` beside it (the P3/T0
+    subset: one file per prompt template, so all templates of one dataset, and their shared passages,
+    stay one dataset), else the file's stem."""
+    path = Path(file)
+    return _catalog(str(path.parent)).get(path.name) or path.stem
+
+
+@lru_cache(maxsize=32)
+def _catalog(folder: str) -> dict[str, str]:
+    path = Path(folder) / "clusters.json"
+    if not path.is_file():
+        return {}
+    entries = json.loads(path.read_text(encoding="utf-8"))
+    return {e["file"]: e["dataset"] for e in entries if isinstance(e, dict) and e.get("dataset")}
 
 
 def normalize_row(record: dict[str, Any], default_dataset: str) -> dict[str, str] | str:
@@ -68,7 +90,19 @@ def split_context(prompt: str, min_words: int = MIN_CONTEXT_WORDS) -> tuple[str,
     k = max(range(len(blocks)), key=lambda i: len(blocks[i].split()))
     if len(blocks[k].split()) < min_words:
         return "", prompt
-    return blocks[k].strip(), "\n".join(b.strip() for i, b in enumerate(blocks) if i != k)
+    return clean_context(blocks[k]), "\n".join(b.strip() for i, b in enumerate(blocks) if i != k)
+
+
+CONTEXT_LABEL = re.compile(r"^(?:context|background|paragraph|passage|article|story|text)\s*:\s*", re.I)
+
+
+def clean_context(block: str) -> str:
+    """The passage without its template's decoration (`Context: "…",`), so the same passage cut out of
+    two templates is one text: grouped as one example and held out as one."""
+    text = CONTEXT_LABEL.sub("", block.strip()).rstrip(",").strip()
+    if len(text) > 1 and text[0] == text[-1] == '"':
+        text = text[1:-1].strip()
+    return text
 
 
 def _first(record: dict[str, Any], keys: tuple[str, ...]) -> str:

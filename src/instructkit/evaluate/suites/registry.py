@@ -16,6 +16,7 @@ relative to the suite file):
       - {catalog: some_catalog_task, num_fewshot: 0}
       - {lm_eval: arc_easy}
       - {lm_eval: my_task, include: my_lm_eval_tasks/}
+      - {lm_eval: gsm8k, num_fewshot: 8}
 """
 
 from __future__ import annotations
@@ -129,22 +130,33 @@ def read_suite(name_or_path: str) -> dict[str, Any]:
 
 
 def _check_lm_eval_entry(entry: dict[str, Any], path: Path, index: int) -> None:
-    """An lm-eval entry takes its task name and an optional `include` folder (made absolute here)."""
-    extra = sorted(entry.keys() - {"lm_eval", "include"})
+    """An lm-eval entry takes its task name, an optional `include` folder (made absolute here) and the
+    options of an `--lm-eval-tasks` spec (`num_fewshot`)."""
+    from ..lm_eval_tasks import LM_EVAL_OPTIONS, check_lm_eval_options
+
+    extra = sorted(entry.keys() - {"lm_eval", "include", *LM_EVAL_OPTIONS})
     if extra:
+        allowed = ", ".join(repr(k) for k in ("lm_eval", "include", *LM_EVAL_OPTIONS))
         raise InstructkitError(
-            f"{path}: tasks[{index}]: an lm_eval entry takes only 'lm_eval' and 'include' (got {', '.join(extra)}): "
-            "lm-eval's own task definition sets its shots, prompts and metrics"
+            f"{path}: tasks[{index}]: an lm_eval entry takes only {allowed} (got {', '.join(extra)}): "
+            "lm-eval's own task definition sets its prompts, filters and metrics"
         )
+    check_lm_eval_options({k: entry[k] for k in LM_EVAL_OPTIONS if k in entry}, f"{path}: tasks[{index}]")
     if "include" in entry:
         entry["include"] = str((path.parent / entry["include"]).resolve())
 
 
 def lm_eval_entries(entries: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
-    """(lm-eval task names, include folders) of a suite's lm_eval entries, in order, without repeats."""
-    names = [str(e["lm_eval"]) for e in entries if "lm_eval" in e]
+    """(lm-eval task specs such as `gsm8k:num_fewshot=5`, include folders) of a suite's lm_eval entries,
+    in order, without repeats."""
+    names = [_lm_eval_spec(e) for e in entries if "lm_eval" in e]
     include = [e["include"] for e in entries if "lm_eval" in e and "include" in e]
     return list(dict.fromkeys(names)), list(dict.fromkeys(include))
+
+
+def _lm_eval_spec(entry: dict[str, Any]) -> str:
+    shots = entry.get("num_fewshot")
+    return str(entry["lm_eval"]) + (f":num_fewshot={shots}" if shots is not None else "")
 
 
 def tasks_from_entries(entries: list[dict[str, Any]], data_dir: Path | None = None) -> list[EvalTask]:
@@ -192,8 +204,10 @@ def parse_task_spec(spec: str) -> dict[str, Any]:
     for item in filter(None, opts.split(",")):
         key, _, value = item.partition("=")
         entry[key.strip()] = yaml.safe_load(value) if "|" not in value else value.split("|")
-    if entry.get("benchmark") in ("bbh", "mgsm", "tydiqa", "mmlu"):  # one name still means a list
-        for key in ("tasks", "languages", "subjects"):
-            if isinstance(entry.get(key), str):
-                entry[key] = [entry[key]]
+    list_keys = ("templates",) if "catalog" in entry else ()
+    if entry.get("benchmark") in ("bbh", "mgsm", "tydiqa", "mmlu"):
+        list_keys = ("tasks", "languages", "subjects")
+    for key in list_keys:  # one name still means a list
+        if isinstance(entry.get(key), str):
+            entry[key] = [entry[key]]
     return entry
