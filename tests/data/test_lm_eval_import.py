@@ -212,3 +212,23 @@ def test_exemplars_never_include_the_example_itself(catalog_file):
 )
 def test_exemplar_role_follows_lm_evals_fewshot_docs(config, role):
     assert exemplar_role(config) == role
+
+
+def test_the_reused_index_of_lm_evals_tasks_equals_a_fresh_task_manager(include):
+    """lm_eval_task_manager builds lm-eval's own index once per process and merges the include folders over
+    it: the names, kinds and YAML files it knows are exactly those of a TaskManager built from scratch."""
+    from lm_eval.tasks import TaskManager
+
+    from instructkit.data.catalog.lm_eval import lm_eval_task_manager
+
+    fresh = TaskManager(include_path=[str(include)])
+    reused = lm_eval_task_manager([include])
+    assert reused.all_tasks == fresh.all_tasks and reused.all_groups == fresh.all_groups
+    assert reused.all_subtasks == fresh.all_subtasks and reused.all_tags == fresh.all_tags
+    assert {n: (e.kind, e.yaml_path) for n, e in reused.task_index.items()} == {
+        n: (e.kind, e.yaml_path) for n, e in fresh.task_index.items()
+    }
+    local = next(p for p in Path(include).rglob("*.yaml"))
+    name = yaml.safe_load(local.read_text()).get("task")
+    if isinstance(name, str):  # an include folder's task wins over lm-eval's own of the same name
+        assert Path(reused.task_index[name].yaml_path) == local

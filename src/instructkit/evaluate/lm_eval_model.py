@@ -75,16 +75,22 @@ def run_lm_eval_tasks(
     per task, group or tag name instead (the two together are refused). `fewshot_as_multiturn` unset
     follows `apply_chat_template`, as `lm_eval --apply_chat_template` does."""
     from lm_eval import simple_evaluate
-    from lm_eval.tasks import TaskManager
+
+    from ..data.catalog.lm_eval import lm_eval_task_manager
 
     if task_num_fewshot and num_fewshot is not None:
         raise InstructkitError(
             "give shots per task (task_num_fewshot) or for all tasks (num_fewshot), not both"
         )
     if task_manager is None:
-        task_manager = TaskManager(
-            include_path=list(include_path) if isinstance(include_path, (list, tuple)) else include_path
+        paths = (
+            include_path
+            if isinstance(include_path, (list, tuple))
+            else [include_path]
+            if include_path
+            else []
         )
+        task_manager = lm_eval_task_manager(paths)
     multiturn = bool(apply_chat_template) if fewshot_as_multiturn is None else fewshot_as_multiturn
     out = simple_evaluate(
         model=lm,

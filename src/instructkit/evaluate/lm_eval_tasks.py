@@ -130,7 +130,7 @@ def chat_options(config: EvalConfig, backend: Backend) -> dict[str, Any]:
 def task_manager(names: list[str], config: EvalConfig, work_dir: Path) -> Any:
     """lm-eval's TaskManager with `--lm-eval-include` folders (and the local task YAMLs of
     `--data-dir`); an unknown task name is refused in one line."""
-    from lm_eval.tasks import TaskManager
+    from ..data.catalog.lm_eval import lm_eval_task_manager
 
     include = [str(Path(p)) for p in config.lm_eval_include]
     for path in include:
@@ -142,7 +142,7 @@ def task_manager(names: list[str], config: EvalConfig, work_dir: Path) -> Any:
         local = work_dir / "lm_eval_tasks"
         local_task_dir(Path(config.data_dir), local)
         include.append(str(local))
-    manager = TaskManager(include_path=include or None)
+    manager = lm_eval_task_manager(include)
     known = set(manager.all_tasks)
     unknown = [n for n in names if n not in known]
     if unknown:

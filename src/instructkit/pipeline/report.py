@@ -29,7 +29,9 @@ SECTIONS = (
     "Evaluation by task",
     "What improved and what did not",
 )
-PREFERENCES = "Preferences"  # only in a preference-tuning run's report (reward accuracy, judge), before the verdicts
+PREFERENCES = (
+    "Preferences"  # only in a preference-tuning run's report (reward accuracy, judge), before the verdicts
+)
 PAPER = "Paper vs ours"  # only in a reproduction recipe's report (one with a `paper:` section), last
 # The page leads with what the run measured; the Markdown keeps the verdicts last, where `run` prints them.
 HTML_ORDER = (

@@ -12,7 +12,7 @@ exemplars) and `eval` (what lm-eval evaluates: test, else validation). lm-eval i
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +27,59 @@ _DOCS = {"train": "training_docs", "validation": "validation_docs", "test": "tes
 
 @functools.lru_cache(maxsize=4)
 def _task_manager(include: tuple[str, ...], defaults: bool) -> Any:
+    return lm_eval_task_manager(include, defaults)
+
+
+def lm_eval_task_manager(include: Sequence[str | Path] = (), defaults: bool = True) -> Any:
+    """lm-eval's TaskManager over the `include` folders (and lm-eval's own tasks when `defaults`).
+
+    The index of lm-eval's own ~15,000 task YAMLs takes ~6 s to build and changes only with lm-eval, so it is
+    built once per process and the include folders' entries are merged over it (they win, as in the
+    TaskManager's own merge). Where lm-eval's internals differ from 0.4.13's, the plain constructor runs.
+    """
+    task_manager = _task_manager_class()
+    paths = [str(p) for p in include] or None
+    if not defaults:
+        return task_manager(include_path=paths, include_defaults=False)
+    manager = task_manager(include_path=paths, include_defaults=False)
+    try:
+        _set_index(manager, {**_default_index(), **manager._index})
+    except (AttributeError, ImportError):  # another lm-eval layout: index everything again
+        return task_manager(include_path=paths)
+    return manager
+
+
+def _task_manager_class() -> Any:
     try:
         from lm_eval.tasks import TaskManager
     except ImportError as exc:
         raise InstructkitError(
             "lm-eval tasks need lm-evaluation-harness: pip install 'instructkit[test]'"
         ) from exc
-    return TaskManager(include_path=list(include) or None, include_defaults=defaults)
+    return TaskManager
+
+
+@functools.cache
+def _default_index() -> dict[str, Any]:
+    """lm-eval's own tasks, indexed once per process (TaskIndex.build over its tasks folder)."""
+    import lm_eval.tasks
+    from lm_eval.tasks._index import TaskIndex
+
+    return TaskIndex.build([Path(lm_eval.tasks.__file__).parent])
+
+
+def _set_index(manager: Any, index: dict[str, Any]) -> None:
+    """Give `manager` the merged index and the name lists TaskManager derives from it."""
+    from lm_eval.tasks._index import Kind
+
+    kinds: dict[Any, list[str]] = {}
+    for name, entry in index.items():
+        kinds.setdefault(entry.kind, []).append(name)
+    manager._index = index
+    manager._all_tasks = sorted(index)
+    manager._all_subtasks = sorted(kinds.get(Kind.TASK, []) + kinds.get(Kind.PY_TASK, []))
+    manager._all_groups = sorted(kinds.get(Kind.GROUP, []))
+    manager._all_tags = sorted(kinds.get(Kind.TAG, []))
 
 
 def _manager_for(name: str, include: tuple[str, ...]) -> Any:
