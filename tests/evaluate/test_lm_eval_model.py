@@ -28,6 +28,7 @@ from instructkit.evaluate.lm_eval_model import lm_class, lm_from_backend, run_lm
 FIXTURES = FIXTURES_ROOT / "lm_eval"
 BBH = ["bbh_cot_fewshot_sports_understanding", "bbh_cot_fewshot_date_understanding"]
 LOGLIK_TASKS = ["piqa", "mmlu_anatomy", "hellaswag", "arc_easy", "winogrande", "wikitext"]
+MMLU_5_SHOT = {"task_num_fewshot": {"mmlu_anatomy": 5}}  # the published setting; lm-eval's YAML default is 0
 GEN_TASKS = ["gsm8k", "gsm8k_cot", *BBH]
 
 
@@ -123,7 +124,10 @@ def test_local_data_errors_name_the_file_and_record(tmp_path):
 def test_loglikelihood_tasks_match_hf(tiny_model, tiny_tokenizer, task_manager):
     """Multiple choice (one context, several continuations; winogrande: several contexts, one
     continuation), MMLU 5-shot and rolling log-likelihood (wikitext) equal HFLM per sample."""
-    ours, theirs = _both(tiny_model, tiny_tokenizer, LOGLIK_TASKS, task_manager, limit=4, batch_size=3)
+    ours, theirs = _both(
+        tiny_model, tiny_tokenizer, LOGLIK_TASKS, task_manager, limit=4, batch_size=3, **MMLU_5_SHOT
+    )
+    assert ours["n-shot"]["mmlu_anatomy"] == theirs["n-shot"]["mmlu_anatomy"] == 5
     assert_same_per_sample(ours, theirs, LOGLIK_TASKS)
 
 
@@ -310,7 +314,8 @@ def smollm2_model(smollm2):
 @pytest.mark.slow
 def test_smollm2_loglikelihood_tasks_match_hf(smollm2_model, task_manager):
     """The real model: piqa, MMLU 5-shot, hellaswag, ARC, winogrande (several contexts), wikitext (rolling)."""
-    ours, theirs = _both(*smollm2_model, LOGLIK_TASKS, task_manager, limit=2, batch_size=8)
+    ours, theirs = _both(*smollm2_model, LOGLIK_TASKS, task_manager, limit=2, batch_size=8, **MMLU_5_SHOT)
+    assert ours["n-shot"]["mmlu_anatomy"] == theirs["n-shot"]["mmlu_anatomy"] == 5
     assert_same_per_sample(ours, theirs, LOGLIK_TASKS)
 
 
