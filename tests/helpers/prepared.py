@@ -107,10 +107,12 @@ def mixed_dir(root: Path, tokenizer, n: int = 64, seed: int = 0, pack: bool = Tr
 
 
 def addition_examples(tokenizer, n=5):
+    """`n` tokenized addition examples (seed 1), unpacked."""
     return [tokenize_pair(tokenizer, p, a) for p, a in addition_pairs(n, seed=1)]
 
 
 def packed_feature(examples):
+    """The examples concatenated into one packed row, positions restarting at each example."""
     ids = [t for e in examples for t in e["input_ids"]]
     labels = [t for e in examples for t in e["labels"]]
     pos = [i for e in examples for i in range(len(e["input_ids"]))]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ..atomic import atomic_file
 from ..errors import InstructkitError
 
 RESOURCE = "tokenizers/punkt_tab/english"
@@ -60,9 +61,8 @@ def write_punkt_tab(data_dir: Path | None = None) -> Path:
         "ortho_context.tab": encode.ivdict2tab(model.ORTHO_CONTEXT),
     }
     for name, text in texts.items():
-        tmp = folder / f".{name}.tmp"
-        tmp.write_text(text, encoding="utf-8", newline="")
-        tmp.replace(folder / name)
+        with atomic_file(folder / name, newline="") as handle:
+            handle.write(text)
     return folder
 
 

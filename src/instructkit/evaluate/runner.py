@@ -135,7 +135,7 @@ def run_tasks(
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     bar = Progress("eval", total=sum(len(t.docs) for t in tasks), unit="doc")
-    lm_eval_cache = (0, 0)  # (hits, misses) of lm-eval's requests
+    lm_eval_counts = (0, 0)  # cache (hits, misses) of lm-eval's requests
     try:
         for task in tasks:
             records, metrics = score_task(
@@ -147,7 +147,7 @@ def run_tasks(
             if out_dir:
                 _write_samples(out_dir, task.name, records)
         if config.lm_eval_tasks:
-            lm_eval_cache = _run_lm_eval(backend, config, out_dir, results, cache)
+            lm_eval_counts = _run_lm_eval(backend, config, out_dir, results, cache)
     finally:
         bar.close()
         if cache is not None:
@@ -156,7 +156,7 @@ def run_tasks(
     results["clusters"] = group_summary(results["tasks"], key="cluster")
     results["normalized_average"] = macro_average([g["normalized"] for g in results["groups"].values()])
     if isinstance(scorer, CachedBackend):
-        hits, misses = scorer.hits + lm_eval_cache[0], scorer.misses + lm_eval_cache[1]
+        hits, misses = scorer.hits + lm_eval_counts[0], scorer.misses + lm_eval_counts[1]
         results["cache"] = {"hits": hits, "misses": misses}
     if out_dir:
         write_atomic(out_dir / RESULTS_FILE, json.dumps(results, indent=2, ensure_ascii=False))

@@ -124,7 +124,8 @@ def corpus_stage(recipe: Recipe) -> Stage:
     from ..synth.config import DEFAULT_SYNTHESIZER, GENERATED, TRAINED_SYNTHESIZER
 
     spec = recipe.corpus
-    default_synth = spec.augment and spec.synthesizer in (DEFAULT_SYNTHESIZER, TRAINED_SYNTHESIZER)
+    # the synthesizer stage builds it (the default tiny one, or the recipe's trained one)
+    built_synth = spec.augment and spec.synthesizer in (DEFAULT_SYNTHESIZER, TRAINED_SYNTHESIZER)
     unused = {"synthesizer_training"} | (set() if spec.augment else {"synthesizer", "size", "rounds"})
     unused |= {"max_model_len"} if spec.max_model_len is None else set()  # absent: keys stay as before
     settings = {
@@ -136,7 +137,7 @@ def corpus_stage(recipe: Recipe) -> Stage:
     def run(out: Path, inputs: dict[str, Path]) -> dict[str, Any]:
         from ..synth.pretrain_corpus import PretrainCorpusConfig, build_pretraining_corpus
 
-        synth = str(inputs["synthesizer"] / "synthesizer") if default_synth else spec.synthesizer
+        synth = str(inputs["synthesizer"] / "synthesizer") if built_synth else spec.synthesizer
         fields = {**spec.model_dump(), "synthesizer": synth, "synthesizer_training": None}
         cfg = PretrainCorpusConfig(
             **fields, out=str(out), tokenizer=recipe.prepare.tokenizer, seed=recipe.seed
@@ -153,14 +154,14 @@ def corpus_stage(recipe: Recipe) -> Stage:
             found.update(pin.reference_inputs("raw text", spec.raw, "dataset"))
         found.update(pin.reference_inputs("general data", spec.general, "dataset"))
         found.update(pin.reference_inputs("plain text", spec.plain, "dataset"))
-        if spec.augment and not default_synth:
+        if spec.augment and not built_synth:
             found.update(pin.reference_inputs("synthesizer", spec.synthesizer, "model"))
         return found
 
     return Stage(
         "corpus",
         settings,
-        ["synthesizer"] if default_synth else [],
+        ["synthesizer"] if built_synth else [],
         run,
         estimate,
         inputs=inputs,

@@ -15,7 +15,6 @@ model and of the prepared data.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..atomic import atomic_file
 from ..data.prepared import IGNORE_INDEX
 from ..errors import InstructkitError
 from .trainer import InstructTrainer, next_token_targets
@@ -269,10 +269,8 @@ def reference_logps(trainer: InstructTrainer, dataset, collator, key: str | None
             return cached, True
     values = compute_reference_logps(trainer, dataset, collator)
     if path is not None and trainer.is_world_process_zero():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
-        np.save(tmp, values)
-        os.replace(tmp, path)
+        with atomic_file(path, "wb") as handle:
+            np.save(handle, values)
     return values, False
 
 
