@@ -79,9 +79,6 @@ def linear_work(pairs: list[tuple[list[int], list[int]]], engine: Any, batch_siz
     (every distinct token once, no padding) it is `ceiling`, the speed-up a tool computing the same exact
     log-likelihoods can reach over lm-eval at equal FLOP/s.
     """
-    from instructkit.evaluate.backends.hf import _shared_prefix
-    from instructkit.evaluate.backends.prefix_tree import build_tries, pack
-
     config = engine.model.config
     head = 2 * config.vocab_size * config.hidden_size
     body = 2 * sum(p.numel() for p in engine.model.parameters()) - head  # tied embeddings: head counted once
@@ -90,9 +87,7 @@ def linear_work(pairs: list[tuple[list[int], list[int]]], engine: Any, batch_siz
         max(lengths[i : i + batch_size]) * len(lengths[i : i + batch_size])
         for i in range(0, len(lengths), batch_size)
     )
-    prefix = _shared_prefix([c for c, _ in pairs])
-    tries = build_tries(pairs, prefix)
-    rows = list(engine._row_batches(pack(tries, engine.row_tokens), prefix))
+    prefix, tries, rows = engine.plan_rows(pairs)
     our_tokens = prefix + sum(max(sum(len(t.tokens) for t in r) for r in b) * len(b) for b in rows)
     needed = prefix + sum(len(t.tokens) for t in tries)  # every distinct token once, no padding
     scored = sum(len({node for _, node, _ in t.scores}) for t in tries)

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from instructkit.evaluate.backends.base import encode_pair, greedy_texts
-from instructkit.evaluate.backends.hf import MIN_SHARED_PREFIX, HFBackend
+from instructkit.evaluate.backends.hf import MIN_ROW_FILL, MIN_SHARED_PREFIX, ROW_GROWTH, HFBackend
 from instructkit.evaluate.backends.prefix_tree import build_tries, common_prefix_length, pack
 from instructkit.evaluate.requests import GenerationRequest, LoglikelihoodRequest, _digest
 
@@ -61,6 +63,42 @@ def test_tries_hold_each_shared_token_once(tiny_tokenizer):
     rows = pack(tries, capacity=64)
     assert sorted(id(t) for row in rows for t in row) == sorted(id(t) for t in tries)
     assert all(sum(len(t.tokens) for t in row) <= 64 for row in rows if len(row) > 1)
+
+
+def _size(row) -> int:
+    return sum(len(t.tokens) for t in row)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    docs=st.lists(
+        st.tuples(st.integers(1, 300), st.lists(st.integers(1, 40), min_size=1, max_size=4)),
+        min_size=1,
+        max_size=40,
+    ),
+    batch_size=st.integers(1, 16),
+)
+def test_planned_rows_hold_every_trie_once_and_stay_mostly_unpadded(
+    tiny_model, tiny_tokenizer, docs, batch_size
+):
+    """One long trie among short ones gets rows as wide as itself, not a batch of padded short rows."""
+    pairs, token = [], 5
+    for ctx_len, cont_lens in docs:  # distinct tokens: no sharing, so trie sizes are known
+        ctx = list(range(token, token + ctx_len))
+        token += ctx_len
+        for n in cont_lens:
+            pairs.append((ctx, list(range(token, token + n))))
+            token += n
+    backend = HFBackend(tiny_model, tiny_tokenizer, batch_size=batch_size, row_tokens=64)
+    _, tries, batches = backend.plan_rows(pairs)
+    planned = [t for batch in batches for row in batch for t in row]
+    assert sorted(map(id, planned)) == sorted(map(id, tries))
+    capacity = min(max(64, max(len(t.tokens) for t in tries)), ROW_GROWTH * 64)
+    for batch in batches:
+        assert len(batch) <= batch_size
+        widest = max(_size(row) for row in batch)
+        assert all(_size(row) >= MIN_ROW_FILL * widest for row in batch)
+        assert all(_size(row) <= capacity for row in batch if len(row) > 1)
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 16])

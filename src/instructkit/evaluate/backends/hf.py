@@ -34,11 +34,15 @@ from ..prompting import stop_token_ids
 from ..requests import GenerationRequest, Loglikelihood, LoglikelihoodRequest, Sample
 from .base import Backend, cut_at_stop, encode_pair, encode_text
 from .model_identity import source_digest, state_dict_digest, tokenizer_digest
-from .prefix_tree import PackedBatch, batch_inputs, build_tries, common_prefix_length, pack
+from .prefix_tree import PackedBatch, Trie, batch_inputs, build_tries, common_prefix_length, pack
 
 # A prefix shared by every request of a call is run once only when it is at least this long: shorter
 # ones (PIQA's "Question:") cost more in cache copies than they save.
 MIN_SHARED_PREFIX = 32
+# Loglikelihood rows grow to the longest trie up to this many times `row_tokens` (attention in a row is
+# quadratic); a row filled to less than MIN_ROW_FILL of its batch's widest row starts the next batch.
+ROW_GROWTH = 4
+MIN_ROW_FILL = 0.75
 
 
 class HFBackend(Backend):
@@ -177,34 +181,48 @@ class HFBackend(Backend):
         )
 
     def _score_tries(self, pairs: list[tuple[list[int], list[int]]]) -> list[Loglikelihood]:
-        contexts = [ctx for ctx, _ in pairs]
-        prefix = _shared_prefix(contexts)
-        cache = self._prefix_cache(contexts[0][:prefix]) if prefix else None
-        rows = pack(build_tries(pairs, prefix), self.row_tokens)
+        prefix, _, batches = self.plan_rows(pairs)
+        cache = self._prefix_cache(pairs[0][0][:prefix]) if prefix else None
         sums = torch.zeros(len(pairs), dtype=torch.float64, device=self.device)
         misses = torch.zeros(len(pairs), dtype=torch.long, device=self.device)
-        for batch in self._row_batches(rows, prefix):
+        for batch in batches:
             self._score_packed(batch_inputs(batch, self.pad_id), cache, prefix, sums, misses)
         return [
             Loglikelihood(total, miss == 0, len(cont))
             for total, miss, (_, cont) in zip(sums.tolist(), misses.tolist(), pairs)
         ]
 
-    def _row_batches(self, rows: list[list[Any]], prefix: int) -> Iterator[list[list[Any]]]:
-        """Consecutive rows (widest first) up to `batch_size` rows and `max_batch_tokens` tokens."""
-        batch: list[list[Any]] = []
+    def plan_rows(
+        self, pairs: list[tuple[list[int], list[int]]]
+    ) -> tuple[int, list[Trie], list[list[list[Trie]]]]:
+        """The shared prefix length, the tries below it, and the batches of packed rows they run in.
+
+        Rows hold up to the longest trie's tokens (at least `row_tokens`, at most `ROW_GROWTH` times it),
+        so one long trie does not leave every row of its batch mostly padding.
+        """
+        prefix = _shared_prefix([ctx for ctx, _ in pairs])
+        tries = build_tries(pairs, prefix)
+        longest = max((len(t.tokens) for t in tries), default=0)
+        capacity = min(max(self.row_tokens, longest), ROW_GROWTH * self.row_tokens)
+        return prefix, tries, list(self._row_batches(pack(tries, capacity), prefix))
+
+    def _row_batches(self, rows: list[list[Trie]], prefix: int) -> Iterator[list[list[Trie]]]:
+        """Consecutive rows (widest first) up to `batch_size` rows and `max_batch_tokens` tokens; a row
+        under `MIN_ROW_FILL` of its batch's widest starts a new batch (padding would dominate)."""
+        batch: list[list[Trie]] = []
         width = 0
         for row in rows:
             size = sum(len(t.tokens) for t in row)
-            width = max(width, size)
-            tokens = (len(batch) + 1) * (width + prefix)
+            tokens = (len(batch) + 1) * (max(width, size) + prefix)
             if batch and (
                 len(batch) >= self.batch_size
+                or size < MIN_ROW_FILL * width
                 or (self.max_batch_tokens is not None and tokens > self.max_batch_tokens)
             ):
                 yield batch
-                batch, width = [], size
+                batch, width = [], 0
             batch.append(row)
+            width = max(width, size)
         if batch:
             yield batch
 
@@ -488,17 +506,17 @@ def _logits_only_at(model: Any, rows: torch.Tensor, cols: torch.Tensor) -> Itera
 
 
 def _target_logprobs(
-    logits: torch.Tensor, rows: torch.Tensor, targets: torch.Tensor, chunk: int = 256
+    logits: torch.Tensor, select: torch.Tensor, targets: torch.Tensor, chunk: int = 256
 ) -> torch.Tensor:
-    """log_softmax(logits[rows])[targets], a chunk of rows at a time (bounded memory). log_softmax, not
-    logit - logsumexp: the latter rounds at the logsumexp's magnitude and drifts by ~1e-5 per token."""
-    parts = [
-        torch.log_softmax(logits[rows[k : k + chunk]], dim=-1)
-        .gather(1, targets[k : k + chunk, None])
-        .squeeze(1)
-        for k in range(0, len(rows), chunk)
-    ]
-    return torch.cat(parts) if parts else logits.new_zeros(0)
+    """log_softmax(logits)[select, targets]: each position's softmax computed once, a chunk of positions
+    at a time (bounded memory, no copy of the selected rows). log_softmax, not logit - logsumexp: the
+    latter rounds at the logsumexp's magnitude and drifts by ~1e-5 per token."""
+    out = logits.new_zeros(len(select))
+    for start in range(0, logits.shape[0], chunk):
+        logprobs = torch.log_softmax(logits[start : start + chunk], dim=-1)
+        here = ((select >= start) & (select < start + chunk)).nonzero().squeeze(1)
+        out[here] = logprobs[select[here] - start, targets[here]]
+    return out
 
 
 def _shared_prefix(seqs: list[list[int]]) -> int:
