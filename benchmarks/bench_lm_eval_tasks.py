@@ -11,8 +11,8 @@ tasks' hub schemas, since their own data is not in ../shared/data), gsm8k 5-shot
 two BBH CoT 3-shot tasks (generation capped at --max-gen-toks). Each repeat runs both on every task
 back to back through `lm_eval.evaluator.evaluate` (request building and tokenisation included, task
 construction excluded); the speed-up is the median of the per-repeat ratios. Per-sample parity of the
-last repeat is reported beside it, and for log-likelihood tasks the exact-work ceiling (as in
-bench_eval.py). Writes benchmarks/results/lm_eval_tasks.md and .json.
+last repeat is reported beside it, and the exact-work ceiling (log-likelihood tasks as in bench_eval.py;
+generation tasks by `common.generation_work`). Writes benchmarks/results/lm_eval_tasks.md and .json.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import SHARED_DATA as DATA  # noqa: E402
-from common import linear_work, machine, offline, write_section  # noqa: E402
+from common import generation_work, linear_work, machine, offline, write_section  # noqa: E402
 
 offline()
 LOGLIK = ["piqa", "mmlu_anatomy", "hellaswag", "arc_easy"]
@@ -95,6 +95,22 @@ def work_ceiling(lm, task, batch_size: int) -> dict:
     return {"ratio": work["ratio"], "ceiling": work["ceiling"]}
 
 
+class GenerationLog:
+    """Records the prompt ids and generated token counts of the backend's latest `generate` call."""
+
+    def __init__(self, backend) -> None:
+        self.prompts: list[list[int]] = []
+        self.generated: list[int] = []
+        self._generate = backend.generate
+        backend.generate = self
+
+    def __call__(self, requests):
+        out = self._generate(requests)
+        self.prompts = [list(r.prompt_ids) for r in requests]
+        self.generated = [samples[0].num_tokens for samples in out]
+        return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=100, help="docs per log-likelihood task")
@@ -123,6 +139,7 @@ def main() -> None:
         model_dir, dtype="float32", device=args.device, batch_size=args.batch_size
     )
     ours = lm_from_backend(backend)
+    generation_log = GenerationLog(backend)
     theirs = HFLM(
         pretrained=backend.model, tokenizer=backend.tokenizer, batch_size=args.batch_size, device=args.device
     )
@@ -151,6 +168,10 @@ def main() -> None:
                 ref, their_s = timed(theirs, task_dict, limit)
                 runs[name].append((our_s, their_s))
                 results[name] = parity(mine, ref)
+                if name in GENERATION:
+                    results[name]["work"] = generation_work(
+                        generation_log.prompts, generation_log.generated, backend, args.batch_size
+                    )
                 print(f"repeat {r} {name}: instructkit {our_s:.1f}s hf {their_s:.1f}s", flush=True)
         for name in names:
             if name in LOGLIK:

@@ -100,3 +100,47 @@ def linear_work(pairs: list[tuple[list[int], list[int]]], engine: Any, batch_siz
         "ratio": lm_flops / (our_tokens * body + scored * head),
         "ceiling": lm_flops / (needed * body + scored * head),
     }
+
+
+def generation_work(prompts: list[list[int]], generated: list[int], engine: Any, batch_size: int) -> dict:
+    """Forward-pass work of greedy generation, in linear-layer FLOPs (attention left out): lm-eval's
+    `hf` model over the fewest an exact method needs (`ceiling`), as `linear_work` does for scoring.
+
+    lm-eval sorts prompts longest first and runs batches of `batch_size`, left-padded to the batch's
+    longest prompt, decoding every row until the batch's last row stops (each step projects one position
+    per row). Needed: every distinct prompt token once (prompts sharing a few-shot prefix share it),
+    then each row's own generated tokens (`generated[i]` tokens, the last one never fed back), one
+    vocabulary projection per generated token. `generated` comes from the run itself (same greedy text
+    on both sides).
+    """
+    config = engine.model.config
+    head = 2 * config.vocab_size * config.hidden_size
+    body = 2 * sum(p.numel() for p in engine.model.parameters()) - head
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    lm_fed = lm_projected = 0
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        steps = max(generated[i] for i in batch)
+        lm_fed += len(batch) * (max(len(prompts[i]) for i in batch) + steps - 1)
+        lm_projected += len(batch) * steps
+    needed = distinct_prefixes(prompts) + sum(max(g - 1, 0) for g in generated)
+    return {
+        "lm_tokens": lm_fed,
+        "needed_tokens": needed,
+        "ceiling": (lm_fed * body + lm_projected * head) / (needed * body + sum(generated) * head),
+    }
+
+
+def distinct_prefixes(seqs: list[list[int]]) -> int:
+    """Distinct non-empty prefixes of `seqs` (nodes of their token trie): tokens an exact method runs."""
+    root: dict = {}
+    count = 0
+    for seq in seqs:
+        node = root
+        for token in seq:
+            child = node.get(token)
+            if child is None:
+                child = node[token] = {}
+                count += 1
+            node = child
+    return count
