@@ -1,9 +1,11 @@
 """Content fingerprints of files and folders, so caches key on what data *is*, not where it lives.
 
-A file's sha256 is computed once and remembered in a small JSON memo keyed by (resolved path,
-size, mtime, ctime, inode): re-fingerprinting an unchanged 16 GB checkpoint costs a `stat`, and any write
-that changes size or mtime forces a fresh digest. The memo lives in the user cache folder
-(`$INSTRUCTKIT_CACHE`, else `~/.cache/instructkit`), never beside read-only inputs.
+A file's sha256 is computed once and remembered in a memo keyed by (resolved path, size, mtime, ctime,
+inode): re-fingerprinting an unchanged 16 GB checkpoint costs a `stat`, and any write that changes size
+or mtime forces a fresh digest. The memo is an append-only JSON-lines log (a new digest costs one short
+append, not a rewrite of every entry; the last line for a path wins, a torn line is skipped), compacted
+to the entries of files that still exist when it has grown well past them. It lives in the user cache
+folder (`$INSTRUCTKIT_CACHE`, else `~/.cache/instructkit`), never beside read-only inputs.
 """
 
 from __future__ import annotations
@@ -30,40 +32,76 @@ def cache_dir() -> Path:
 
 
 def _memo_path() -> Path:
-    return cache_dir() / "file_digests.json"
+    return cache_dir() / "file_digests.jsonl"
 
+
+# From this many lines on, the log is rewritten with only live entries when it holds twice as many lines.
+COMPACT_AFTER = 5000
 
 _MEMO: dict[str, dict] = {}
 _MEMO_SOURCE: Path | None = None  # the memo file _MEMO was read from
-_DIRTY = False  # entries computed but not yet saved
+_UNSAVED: dict[str, dict] = {}  # entries computed but not yet appended
 
 
 def _load_memo() -> dict[str, dict]:
-    """The memo, read from disk once per process and cache folder (entries merge on save)."""
+    """The memo, read from disk once per process and cache folder (compacted there when overgrown)."""
     global _MEMO, _MEMO_SOURCE
     if _memo_path() != _MEMO_SOURCE:
-        _MEMO, _MEMO_SOURCE = _read_memo_file(), _memo_path()
+        _MEMO, lines = _read_memo_file()
+        _MEMO_SOURCE = _memo_path()
+        if lines >= COMPACT_AFTER:
+            _compact(_MEMO, lines)
     return _MEMO
 
 
-def _read_memo_file() -> dict[str, dict]:
+def _read_memo_file() -> tuple[dict[str, dict], int]:
+    """Entries by path (the last line for a path wins) and the number of lines read."""
+    memo: dict[str, dict] = {}
     try:
-        return json.loads(_memo_path().read_text())
-    except (OSError, ValueError):
-        return {}
+        lines = _memo_path().read_text().splitlines()
+    except OSError:
+        return memo, 0
+    for line in lines:
+        try:
+            entry = json.loads(line)
+            memo[entry["path"]] = {"stat": entry["stat"], "sha256": entry["sha256"]}
+        except (ValueError, KeyError, TypeError):  # a torn or foreign line: that digest is recomputed
+            continue
+    return memo, len(lines)
 
 
-def _save_memo(memo: dict[str, dict]) -> None:
-    global _DIRTY
-    _DIRTY = False
+def _memo_line(path: str, entry: dict) -> str:
+    return json.dumps({"path": path, **entry}) + "\n"
+
+
+def _compact(memo: dict[str, dict], lines: int) -> None:
+    """Forget entries of files that no longer exist; rewrite the log with the rest when it holds over
+    twice as many lines (atomically: a reader sees the old log or the new one)."""
+    live = {path: entry for path, entry in memo.items() if os.path.exists(path)}
+    memo.clear()
+    memo.update(live)
+    if lines <= 2 * len(live):
+        return
     path = _memo_path()
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     try:
-        merged = {**_read_memo_file(), **memo}
-        tmp.write_text(json.dumps(merged))
+        tmp.write_text("".join(_memo_line(p, e) for p, e in live.items()))
         os.replace(tmp, path)
     except OSError:  # a read-only cache folder costs speed, never correctness
         tmp.unlink(missing_ok=True)
+
+
+def _save_memo() -> None:
+    """Append the unsaved entries in one write."""
+    if not _UNSAVED:
+        return
+    text = "".join(_memo_line(p, e) for p, e in _UNSAVED.items())
+    _UNSAVED.clear()
+    try:
+        with open(_memo_path(), "a", encoding="utf-8") as log:
+            log.write(text)
+    except OSError:  # a read-only cache folder costs speed, never correctness
+        pass
 
 
 def sha256_hex(data: str | bytes | Iterable[bytes]) -> str:
@@ -108,14 +146,11 @@ def file_digest(path: str | Path, save: bool = True) -> str:
     if cached is not None:
         return cached
     digest = sha256_hex(file_chunks(resolved))
+    entry = {"stat": _stat_key(stat), "sha256": digest}
     with _LOCK:
-        memo = _load_memo()
-        memo[str(resolved)] = {"stat": _stat_key(stat), "sha256": digest}
+        _load_memo()[str(resolved)] = _UNSAVED[str(resolved)] = entry
         if save:
-            _save_memo(memo)
-        else:
-            global _DIRTY
-            _DIRTY = True
+            _save_memo()
     return digest
 
 
@@ -147,9 +182,8 @@ def path_digest(
         for file, relative in files
         if counted(relative)
     )
-    if _DIRTY:  # one write for the whole folder, not one per file
-        with _LOCK:
-            _save_memo(_load_memo())
+    with _LOCK:  # one write for the whole folder, not one per file
+        _save_memo()
     return digest
 
 

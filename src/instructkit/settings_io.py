@@ -1,7 +1,7 @@
 """The one config front door: a YAML file in, a validated settings model out, `KEY=VALUE` overrides on top.
 
 Every config file and command line goes through here, so they all fail the same way:
-- `load_yaml` reads a file with `yaml.safe_load`; a missing file, bad YAML or a non-mapping names it;
+- `load_yaml` reads a file with `parse_yaml` (a safe load); a missing file, bad YAML or a non-mapping names it;
 - `validate` builds a pydantic model and reports every problem on one line as `where: message`,
   an unknown key naming the closest valid one (`did you mean ...?`);
 - `apply_overrides` sets dotted keys (`train.max_steps`, `sweep.variants.0.label`) with values read as
@@ -27,6 +27,16 @@ Settings = TypeVar("Settings", bound=BaseModel)
 Loc = tuple[str | int, ...]
 
 
+# libyaml's C parser where PyYAML was built with it (about 8x faster on the task catalog): the same safe
+# constructors either way.
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def parse_yaml(text: str) -> Any:
+    """`yaml.safe_load`, through the C parser when there is one (raises yaml.YAMLError the same way)."""
+    return yaml.load(text, Loader=_SAFE_LOADER)  # noqa: S506 (a safe loader)
+
+
 def load_yaml(path: str | Path, what: str = "file") -> dict[str, Any]:
     """The mapping a YAML file holds (an empty file is `{}`); every failure names the file."""
     path = Path(path)
@@ -37,7 +47,7 @@ def load_yaml(path: str | Path, what: str = "file") -> dict[str, Any]:
     except OSError as exc:
         raise InstructkitError(f"{path}: cannot read this {what}: {exc.strerror or exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = parse_yaml(text)
     except yaml.YAMLError as exc:
         raise InstructkitError(f"{path}: invalid YAML: {exc}") from None
     if data is None:
@@ -116,7 +126,7 @@ def yaml_value(value: Any) -> Any:
     if not isinstance(value, str):
         return value
     try:
-        return yaml.safe_load(value)
+        return parse_yaml(value)
     except yaml.YAMLError as exc:
         raise InstructkitError(f"{value!r}: not a YAML value: {exc}") from None
 

@@ -15,6 +15,7 @@ from instructkit.cli.app import app
 from instructkit.data.conversation import CONVERSATION_FEATURES, Conversation
 from instructkit.data.mixture import allocate, build_mixture, plan_mixture, select_rows
 from instructkit.data.mixture_config import MixtureConfig, SubMixture, load_mixture_config
+from instructkit.data.prepared import map_workers
 from instructkit.data.tasks import load_catalog, task_rows
 from instructkit.errors import BadRowError, InstructkitError
 
@@ -91,8 +92,9 @@ def test_counts_caps_stats_and_schema(tmp_path):
 
 
 def test_same_seed_is_byte_identical_across_num_proc_and_seed_matters(tmp_path):
-    config = small_config()
-    build_mixture(config, tmp_path / "a")
+    config = small_config(rate={"cap": 60})
+    rows = build_mixture(config, tmp_path / "a")["rows"]
+    assert map_workers(rows, 2) == 2  # over one batch of rows: two processes really render
     build_mixture(config, tmp_path / "b", num_proc=2)
     build_mixture(config.model_copy(update={"seed": 8}), tmp_path / "c")
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
@@ -167,3 +169,8 @@ def test_cli_build_and_tasks_commands(tmp_path: Path):
     )
     shown = runner.invoke(app, ["tasks", "show", "string_reverse"])
     assert shown.exit_code == 0 and "rev_inv" in shown.output and "inverted" in shown.output
+
+
+def test_no_more_worker_processes_than_batches_of_rows():
+    assert map_workers(0, 4) is None and map_workers(256, 4) is None
+    assert map_workers(257, 4) == 2 and map_workers(10_000, 4) == 4 and map_workers(10_000, 1) is None

@@ -37,11 +37,11 @@ def test_memo_serves_unchanged_files_without_reading_them(tmp_path):
     path = tmp_path / "big.bin"
     path.write_bytes(b"x" * 1000)
     first = fingerprint.file_digest(path)
-    memo = (tmp_path / "cache" / "file_digests.json").read_text()
+    memo = (tmp_path / "cache" / "file_digests.jsonl").read_text()
     assert first in memo
     # The memo answers for an unchanged (path, size, mtime): prove it by planting a marker digest.
     planted = memo.replace(first, "f" * 64)
-    (tmp_path / "cache" / "file_digests.json").write_text(planted)
+    (tmp_path / "cache" / "file_digests.jsonl").write_text(planted)
     fingerprint._MEMO_SOURCE = None  # as a new process would: read the memo from disk
     assert fingerprint.file_digest(path) == "f" * 64
 
@@ -52,7 +52,7 @@ def test_a_folder_digest_writes_the_memo_once(tmp_path):
     for k in range(50):
         (root / f"{k}.jsonl").write_text(str(k))
     fingerprint.path_digest(root)
-    memo = (tmp_path / "cache" / "file_digests.json").read_text()
+    memo = (tmp_path / "cache" / "file_digests.jsonl").read_text()
     assert all(str((root / f"{k}.jsonl").resolve()) in memo for k in range(50))
 
 
@@ -87,3 +87,22 @@ def test_a_same_size_rewrite_that_restores_the_mtime_is_seen(tmp_path):
     path.write_bytes(b"B" * 64)
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # mtime restored; ctime moves
     assert fingerprint.file_digest(path) != first
+
+
+def test_the_memo_log_is_compacted_to_existing_files_and_skips_a_torn_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(fingerprint, "COMPACT_AFTER", 10)
+    files = [tmp_path / f"{k}.bin" for k in range(12)]
+    for k, path in enumerate(files):
+        path.write_bytes(bytes([k]))
+        fingerprint.file_digest(path)
+    log = tmp_path / "cache" / "file_digests.jsonl"
+    assert len(log.read_text().splitlines()) == 12  # one appended line per new digest
+    for path in files[2:]:
+        path.unlink()
+    with log.open("a") as handle:
+        handle.write('{"path": "/torn", "sta')  # a write cut short
+    fingerprint._MEMO_SOURCE = None  # a new process reads (and compacts) the log
+    assert fingerprint.file_digest(files[0]) == fingerprint.sha256_hex(bytes([0]))
+    kept = log.read_text()
+    assert len(kept.splitlines()) == 2
+    assert all(str(path.resolve()) in kept for path in files[:2])

@@ -29,10 +29,10 @@ def doctor_command(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Versions, devices, packed-row attention, hub access and caches; exit 1 if a need is missing."""
-    import yaml
     from rich.console import Console
     from rich.table import Table
 
+    from ..settings_io import load_yaml
     from .doctor_checks import recipe_needs, run_doctor
 
     needs = list(need)
@@ -41,7 +41,7 @@ def doctor_command(
             _recipe_path,  # a file, or a shipped recipe's name, as `instructkit run` takes
         )
 
-        needs += recipe_needs(yaml.safe_load(_recipe_path(recipe).read_text()) or {})
+        needs += recipe_needs(load_yaml(_recipe_path(recipe), what="recipe"))
     report, all_met = run_doctor(
         dict.fromkeys(needs), attention=attention, hub=hub, slow_attention=all_attention
     )

@@ -25,6 +25,7 @@ from ..errors import InstructkitError
 from .conversation import CONVERSATION_FEATURES
 from .decontaminate import EvalIndex
 from .mixture_config import MixtureConfig, RateSpec, TaskRef
+from .prepared import MAP_BATCH, map_workers
 from .procedural.rng import stable_rng
 from .rejects import RejectLog
 from .tasks import (
@@ -207,20 +208,25 @@ class _Renderer:
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         out: dict[str, list] = {k: [] for k in CONVERSATION_FEATURES}
         cfg = self.config
+        loaded: dict[str, tuple[list, list]] = {}  # a task's rows looked up once per batch, not per row
         for name, index, occurrence in zip(batch["_task"], batch["_row"], batch["_occurrence"], strict=True):
             task = self.tasks[name]
-            rows = task_rows(task, cfg.split, root=cfg.data_root, rejects=RejectLog(cfg.on_error))
-            pool = (
-                task_rows(task, task.exemplar_split, root=cfg.data_root, rejects=RejectLog(cfg.on_error))
-                if task.kind == "template"
-                else []
-            )
+            if name not in loaded:
+                loaded[name] = self._rows_and_exemplars(task)
+            rows, pool = loaded[name]
             conv = render_training_example(
                 task, rows, pool, index, cfg.split, cfg.formats, cfg.seed, occurrence
             )
             for key, value in conv.to_record().items():
                 out[key].append(value)
         return out
+
+    def _rows_and_exemplars(self, task: Task) -> tuple[list, list]:
+        cfg = self.config
+        rows = task_rows(task, cfg.split, root=cfg.data_root, rejects=RejectLog(cfg.on_error))
+        if task.kind != "template":
+            return rows, []
+        return rows, task_rows(task, task.exemplar_split, root=cfg.data_root, rejects=RejectLog(cfg.on_error))
 
 
 def config_hash(config: MixtureConfig) -> str:
@@ -339,8 +345,8 @@ def build_mixture(
     ds = ds.map(
         _Renderer(plan.tasks, config),
         batched=True,
-        batch_size=256,
-        num_proc=num_proc if len(ds) > 1 else None,
+        batch_size=MAP_BATCH,
+        num_proc=map_workers(len(ds), num_proc),
         remove_columns=list(columns),
         features=CONVERSATION_FEATURES,
         new_fingerprint=config_hash(config),

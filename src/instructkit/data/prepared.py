@@ -50,6 +50,16 @@ def tokenized_row_features() -> Any:
     )
 
 
+MAP_BATCH = 256  # rows per `ds.map` batch
+
+
+def map_workers(rows: int, num_proc: int) -> int | None:
+    """Processes worth starting for `rows` rows (`None`: this one): never more than there are batches,
+    since a worker costs seconds to start and the output does not depend on how many run."""
+    workers = min(num_proc, -(-rows // MAP_BATCH))
+    return workers if workers > 1 else None
+
+
 def map_tokenize(
     ds: Any, fn: Callable[[dict], dict], features: Any, desc: str, num_proc: int, *salt: str
 ) -> Any:
@@ -63,8 +73,8 @@ def map_tokenize(
     return ds.map(
         fn,
         batched=True,
-        batch_size=256,
-        num_proc=num_proc if num_proc > 1 else None,
+        batch_size=MAP_BATCH,
+        num_proc=map_workers(len(ds), num_proc),
         remove_columns=ds.column_names,
         features=features,
         desc=desc,

@@ -24,6 +24,7 @@ import yaml
 from ..errors import InstructkitError
 from ..fingerprint import sha256_hex
 from ..hub import _is_connection_problem, hub_error
+from ..settings_io import parse_yaml
 from .backends.base import Backend
 from .cache import RequestCache
 from .config import EvalConfig
@@ -229,7 +230,7 @@ def _random_baseline(output_type: str | None, records: list[dict[str, Any]]) -> 
 
 def _yaml_value(text: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        return parse_yaml(text)
     except yaml.YAMLError:
         return text  # refused by check_lm_eval_options, with the text as typed
 

@@ -8,7 +8,7 @@ import yaml
 from pydantic import ValidationError
 
 from ...errors import InstructkitError
-from ...settings_io import describe
+from ...settings_io import describe, parse_yaml
 from ..catalog import BUILTIN_DIR
 from ..catalog.lm_eval import lm_eval_task_entry
 from ..templates import TemplateError
@@ -22,7 +22,7 @@ def _format_validation(file: Path, index: int, name: str, exc: ValidationError) 
 def load_task_file(path: Path) -> list[Task]:
     """Tasks of one YAML file (`tasks:` list, optional `defaults:` merged under each task)."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = parse_yaml(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise InstructkitError(f"{path}: invalid YAML: {exc}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("tasks"), list):

@@ -7,9 +7,8 @@ import csv
 import re
 from pathlib import Path
 
-import yaml
-
 from ...errors import BadRowError, InstructkitError
+from ...settings_io import parse_yaml
 from ..extract import normalize_number
 from ..metrics import random_baseline
 from ..spec import EvalDoc, EvalTask
@@ -22,7 +21,7 @@ _GSM_STOP = ("\n\nQ:", "\nQ:", "\n\n")
 
 def gsm8k_exemplars() -> list[EvalDoc]:
     """The 8 standard chain-of-thought exemplars (Wei et al. 2022)."""
-    rows = yaml.safe_load((Path(__file__).parent / "gsm8k_cot_exemplars.yaml").read_text(encoding="utf-8"))
+    rows = parse_yaml((Path(__file__).parent / "gsm8k_cot_exemplars.yaml").read_text(encoding="utf-8"))
     return [
         EvalDoc(f"exemplar/{i}", f"Q: {r['question']}\nA:", target=r["target"]) for i, r in enumerate(rows)
     ]

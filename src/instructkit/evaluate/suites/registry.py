@@ -25,10 +25,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ...errors import HubUnreachableError, InstructkitError
 from ...progress import log_event
+from ...settings_io import parse_yaml
 from ..spec import EvalTask
 from .bbh import load_bbh
 from .math import load_aqua, load_gsm8k, load_mgsm
@@ -113,7 +112,7 @@ def read_suite(name_or_path: str) -> dict[str, Any]:
             f"unknown suite {name_or_path!r}: not a file, and built-in suites are "
             f"{', '.join(builtin_suites())}"
         )
-    spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    spec = parse_yaml(path.read_text(encoding="utf-8")) or {}
     if not isinstance(spec.get("tasks"), list):
         raise InstructkitError(f"{path}: a suite needs a 'tasks' list")
     for i, entry in enumerate(spec["tasks"]):
@@ -203,7 +202,7 @@ def parse_task_spec(spec: str) -> dict[str, Any]:
     )
     for item in filter(None, opts.split(",")):
         key, _, value = item.partition("=")
-        entry[key.strip()] = yaml.safe_load(value) if "|" not in value else value.split("|")
+        entry[key.strip()] = parse_yaml(value) if "|" not in value else value.split("|")
     list_keys = ("templates",) if "catalog" in entry else ()
     if entry.get("benchmark") in ("bbh", "mgsm", "tydiqa", "mmlu"):
         list_keys = ("tasks", "languages", "subjects")
