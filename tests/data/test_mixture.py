@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import datasets
@@ -95,7 +96,9 @@ def test_same_seed_is_byte_identical_across_num_proc_and_seed_matters(tmp_path):
     config = small_config(rate={"cap": 60})
     rows = build_mixture(config, tmp_path / "a")["rows"]
     assert map_workers(rows, 2) == 2  # over one batch of rows: two processes really render
+    environ = os.environ
     build_mixture(config, tmp_path / "b", num_proc=2)
+    assert os.environ is environ  # datasets swaps in a copy under num_proc; the original is put back
     build_mixture(config.model_copy(update={"seed": 8}), tmp_path / "c")
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
     assert names == sorted(p.name for p in (tmp_path / "b").iterdir())

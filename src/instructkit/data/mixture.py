@@ -25,7 +25,7 @@ from ..errors import InstructkitError
 from .conversation import CONVERSATION_FEATURES
 from .decontaminate import EvalIndex
 from .mixture_config import MixtureConfig, RateSpec, TaskRef
-from .prepared import MAP_BATCH, map_workers
+from .prepared import MAP_BATCH, map_workers, same_environ
 from .procedural.rng import stable_rng
 from .rejects import RejectLog
 from .tasks import (
@@ -342,16 +342,17 @@ def build_mixture(
             }
         ),
     )
-    ds = ds.map(
-        _Renderer(plan.tasks, config),
-        batched=True,
-        batch_size=MAP_BATCH,
-        num_proc=map_workers(len(ds), num_proc),
-        remove_columns=list(columns),
-        features=CONVERSATION_FEATURES,
-        new_fingerprint=config_hash(config),
-        desc=f"rendering mixture {config.name}",
-    )
+    with same_environ():
+        ds = ds.map(
+            _Renderer(plan.tasks, config),
+            batched=True,
+            batch_size=MAP_BATCH,
+            num_proc=map_workers(len(ds), num_proc),
+            remove_columns=list(columns),
+            features=CONVERSATION_FEATURES,
+            new_fingerprint=config_hash(config),
+            desc=f"rendering mixture {config.name}",
+        )
     return write_mixture(config, plan, ds, out)
 
 

@@ -16,7 +16,9 @@ Written atomically: a reader sees the previous folder or the new one, never half
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +62,22 @@ def map_workers(rows: int, num_proc: int) -> int | None:
     return workers if workers > 1 else None
 
 
+@contextmanager
+def same_environ() -> Iterator[None]:
+    """Put `os.environ` back as the same object after a `datasets.map` with `num_proc`: datasets swaps in
+    a deep copy (datasets 4, arrow_dataset.py), so whoever holds the original (pytest's monkeypatch,
+    a caller's reference) restores or reads a mapping the process no longer uses."""
+    environ = os.environ
+    try:
+        yield
+    finally:
+        if os.environ is not environ:
+            environ.update(os.environ)
+            for key in set(environ) - set(os.environ):
+                del environ[key]
+            os.environ = environ  # noqa: B003 - the same object back, not a new environment
+
+
 def map_tokenize(
     ds: Any, fn: Callable[[dict], dict], features: Any, desc: str, num_proc: int, *salt: str
 ) -> Any:
@@ -70,17 +88,18 @@ def map_tokenize(
     """
     from ..fingerprint import text_digest
 
-    return ds.map(
-        fn,
-        batched=True,
-        batch_size=MAP_BATCH,
-        num_proc=map_workers(len(ds), num_proc),
-        remove_columns=ds.column_names,
-        features=features,
-        desc=desc,
-        load_from_cache_file=False,
-        new_fingerprint=text_digest(ds._fingerprint, *salt)[:32],
-    )
+    with same_environ():
+        return ds.map(
+            fn,
+            batched=True,
+            batch_size=MAP_BATCH,
+            num_proc=map_workers(len(ds), num_proc),
+            remove_columns=ds.column_names,
+            features=features,
+            desc=desc,
+            load_from_cache_file=False,
+            new_fingerprint=text_digest(ds._fingerprint, *salt)[:32],
+        )
 
 
 @dataclass
