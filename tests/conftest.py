@@ -15,26 +15,6 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def pytest_collection_modifyitems(config, items) -> None:
-    """Under xdist, put the `slow` tests at the head of each worker's share of the collection (xdist hands
-    out contiguous shares, stealing from their tails), so no worker ends the run alone on a minute-long
-    test. Only the order changes; every worker computes the same one."""
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    if workers < 2:
-        return
-    slow = [item for item in items if item.get_closest_marker("slow") is not None]
-    fast = [item for item in items if item.get_closest_marker("slow") is None]
-    shares: list[list] = [slow[k::workers] for k in range(workers)]
-    sizes = [len(items) // workers + (1 if k < len(items) % workers else 0) for k in range(workers)]
-    sizes.reverse()  # xdist's first shares are the smaller ones (len(pending) // nodes_remaining)
-    for share, size in zip(shares, sizes):
-        take = max(size - len(share), 0)
-        share += fast[:take]
-        fast = fast[take:]
-    shares[-1] += fast
-    items[:] = [item for share in shares for item in share]
-
-
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """Path to ../shared/data; tests that need it skip (saying why) when it is not there."""
