@@ -93,6 +93,18 @@ def data(tmp_path_factory, tiny_tokenizer) -> Path:
     return copy_dir(tmp_path_factory.mktemp("interrupt") / "data", tiny_tokenizer, n=24, max_length=48)
 
 
+def _interrupt(proc: subprocess.Popen, timeout: float = 120) -> tuple[str, str]:
+    """Ctrl-C, then the process's output; one that does not stop in time is killed (never left running
+    to slow the rest of the suite) and the test fails saying so."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, stderr = proc.communicate()
+        pytest.fail(f"still running {timeout} s after Ctrl-C; its stderr ends:\n{stderr[-2000:]}")
+
+
 def _last_checkpoint_wait(out: Path, proc: subprocess.Popen, at_least: int, timeout: float = 240) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -117,8 +129,7 @@ def test_ctrl_c_says_where_training_stopped_and_the_printed_command_resumes_it(d
         [INSTRUCTKIT, "train", *options], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     _last_checkpoint_wait(out, proc, at_least=4)
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=120)
+    _, stderr = _interrupt(proc)
     assert proc.returncode == 130, stderr[-3000:]
     lines = [line for line in stderr.splitlines() if line.startswith("stopped at step")]
     assert len(lines) == 1, stderr[-3000:]
@@ -198,8 +209,7 @@ def test_ctrl_c_in_a_pipeline_prints_the_run_command_and_its_plan_resumes_the_ch
         run, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     _last_checkpoint_wait(tmp_path / "runs" / "stopped" / "train", proc, at_least=4)
-    proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=120)
+    stdout, stderr = _interrupt(proc)
     assert proc.returncode == 130, stdout[-2000:] + stderr[-2000:]
     lines = [line for line in stdout.splitlines() if line.startswith("interrupted: stopped at step")]
     assert len(lines) == 1, stdout[-3000:]
