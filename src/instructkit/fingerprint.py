@@ -10,12 +10,15 @@ folder (`$INSTRUCTKIT_CACHE`, else `~/.cache/instructkit`), never beside read-on
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+
+from .atomic import write_atomic
 
 _CHUNK = 1 << 22
 _LOCK = threading.Lock()
@@ -82,13 +85,8 @@ def _compact(memo: dict[str, dict], lines: int) -> None:
     memo.update(live)
     if lines <= 2 * len(live):
         return
-    path = _memo_path()
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    try:
-        tmp.write_text("".join(_memo_line(p, e) for p, e in live.items()))
-        os.replace(tmp, path)
-    except OSError:  # a read-only cache folder costs speed, never correctness
-        tmp.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # a read-only cache folder costs speed, never correctness
+        write_atomic(_memo_path(), "".join(_memo_line(p, e) for p, e in live.items()))
 
 
 def _save_memo() -> None:
@@ -97,11 +95,8 @@ def _save_memo() -> None:
         return
     text = "".join(_memo_line(p, e) for p, e in _UNSAVED.items())
     _UNSAVED.clear()
-    try:
-        with open(_memo_path(), "a", encoding="utf-8") as log:
-            log.write(text)
-    except OSError:  # a read-only cache folder costs speed, never correctness
-        pass
+    with contextlib.suppress(OSError), open(_memo_path(), "a", encoding="utf-8") as log:
+        log.write(text)  # a read-only cache folder costs speed, never correctness
 
 
 def sha256_hex(data: str | bytes | Iterable[bytes]) -> str:
