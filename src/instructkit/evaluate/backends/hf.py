@@ -7,9 +7,12 @@ mask, and logits are computed only where a continuation token is scored. Tokenis
 lm-evaluation-harness (`base.encode_pair`). Models whose attention cannot take a 4D mask (flash
 attention, sliding windows) fall back to one right-padded row per request, as lm-eval runs them.
 
-Generation: the prompts' shared prefix is prefilled once; each batch copies its KV cache, prefills the
-left-padded remainders, then decodes. A row leaves the batch as soon as it emits EOS, a stop sequence
-or its token limit, so the others never wait for it; `n` samples copy their prompt's cache.
+Generation: the prompts' shared prefix is prefilled once; each batch copies its KV cache and prefills
+the remainders in groups of similar length, joined into one cache that grows in place (decode_cache.py).
+Each decoding pass feeds a greedy row its last token plus prompt-lookup guesses of the next ones
+(prompt_lookup.py), kept only where they equal its own greedy choices. A row leaves the batch as soon as
+it emits EOS, a stop sequence or its token limit, so the others never wait for it; `n` samples copy
+their prompt's cache. Sliding-window models prefill one left-padded batch and decode without guesses.
 
 Batch size and padding change the shapes of the matrix products, hence the order of float reductions:
 by default log-likelihoods differ across batch sizes by float32 rounding (docs/evaluation.md states
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -30,19 +34,26 @@ from typing import Any
 import torch
 
 from ...fingerprint import text_digest
-from ..prompting import stop_token_ids
 from ..requests import GenerationRequest, Loglikelihood, LoglikelihoodRequest, Sample
-from .base import Backend, cut_at_stop, encode_pair, encode_text
+from .base import Backend, encode_pair, encode_text
+from .decode_cache import compact, growable, grows_in_place, join_left_padded, prefill_groups
+from .decoding import Decoder, target_logprobs
 from .model_identity import source_digest, state_dict_digest, tokenizer_digest
 from .prefix_tree import PackedBatch, Trie, batch_inputs, build_tries, common_prefix_length, pack
 
 # A prefix shared by every request of a call is run once only when it is at least this long: shorter
 # ones (PIQA's "Question:") cost more in cache copies than they save.
 MIN_SHARED_PREFIX = 32
-# Loglikelihood rows grow to the longest trie up to this many times `row_tokens` (attention in a row is
-# quadratic); a row filled to less than MIN_ROW_FILL of its batch's widest row starts the next batch.
-ROW_GROWTH = 4
+# A loglikelihood row filled to less than MIN_ROW_FILL of its batch's widest row starts the next batch.
 MIN_ROW_FILL = 0.75
+# Decoding feeds each greedy row up to MAX_DRAFT prompt-lookup guesses, keeping a pass to about
+# STEP_TOKENS fed tokens: a pass costs about one read of the weights up to there, and more beyond.
+MAX_DRAFT = 8
+STEP_TOKENS = 24
+FORCE_GQA = "TRANSFORMERS_SDPA_FORCE_GQA"
+# A decoding cache drops the columns no live row attends once there are this many (or this share).
+MIN_DEAD_COLUMNS = 64
+DEAD_FRACTION = 0.1
 
 
 class HFBackend(Backend):
@@ -169,9 +180,12 @@ class HFBackend(Backend):
 
     def _tree_attention(self) -> bool:
         """Whether the model takes a custom 4D mask over full (not sliding-window) attention."""
+        implementation = getattr(self.model.config, "_attn_implementation", None)
+        return implementation in ("sdpa", "eager") and self._full_attention()
+
+    def _full_attention(self) -> bool:
+        """Whether every attention layer sees the whole sequence (no sliding window)."""
         config = self.model.config
-        if getattr(config, "_attn_implementation", None) not in ("sdpa", "eager"):
-            return False
         layer_types = getattr(config, "layer_types", None)
         if layer_types is not None:
             return all(t == "full_attention" for t in layer_types)
@@ -197,14 +211,12 @@ class HFBackend(Backend):
     ) -> tuple[int, list[Trie], list[list[list[Trie]]]]:
         """The shared prefix length, the tries below it, and the batches of packed rows they run in.
 
-        Rows hold up to the longest trie's tokens (at least `row_tokens`, at most `ROW_GROWTH` times it),
-        so one long trie does not leave every row of its batch mostly padding.
+        Rows hold up to `row_tokens` tokens (a longer trie gets a row of its own): attention within a row
+        is quadratic, so packing long tries together costs more than the padding it saves.
         """
         prefix = _shared_prefix([ctx for ctx, _ in pairs])
         tries = build_tries(pairs, prefix)
-        longest = max((len(t.tokens) for t in tries), default=0)
-        capacity = min(max(self.row_tokens, longest), ROW_GROWTH * self.row_tokens)
-        return prefix, tries, list(self._row_batches(pack(tries, capacity), prefix))
+        return prefix, tries, list(self._row_batches(pack(tries, self.row_tokens), prefix))
 
     def _row_batches(self, rows: list[list[Trie]], prefix: int) -> Iterator[list[list[Trie]]]:
         """Consecutive rows (widest first) up to `batch_size` rows and `max_batch_tokens` tokens; a row
@@ -258,7 +270,7 @@ class HFBackend(Backend):
         select = torch.from_numpy(packed.score_select).to(dev)
         target = torch.from_numpy(packed.score_target).to(dev)
         request = torch.from_numpy(packed.score_request).to(dev)
-        sums.index_add_(0, request, _target_logprobs(logits, select, target).double())
+        sums.index_add_(0, request, target_logprobs(logits, select, target).double())
         misses.index_add_(0, request, (logits.argmax(-1)[select] != target).long())
 
     def _prefix_cache(self, prefix: list[int]) -> Any:
@@ -363,13 +375,136 @@ class HFBackend(Backend):
         prefix_cache: Any,
     ) -> None:
         """Prefill the prompts after the shared `prefix`, then decode until every row has finished."""
-        ids, mask = self._left_pad([p[prefix:] for p in prompts])
+        room = max(r.max_new_tokens for r in reqs)
+        logits, cache, mask, next_pos = self._prefill(prompts, prefix, prefix_cache, room)
+        rows, decoder = Decoder.per_sample(self, reqs)
+        if len(rows) != len(reqs):  # n samples per prompt: copy its cache once per sample
+            cache.reorder_cache(torch.tensor(rows, device=self.device))
+        if grows_in_place(cache):
+            decoder.enable_drafts([prompts[b] for b in rows])
+        idx = torch.tensor(rows, device=self.device)
+        self._decode(decoder, cache, logits[idx], mask[idx], next_pos[idx])
+        for row, sample in enumerate(decoder.samples()):
+            results[slots[rows[row]]].append(sample)
+
+    def _decode(
+        self, decoder: Decoder, cache: Any, logits: torch.Tensor, mask: torch.Tensor, next_pos: torch.Tensor
+    ) -> None:
+        """Decode every row to its end from the prompts' last logits.
+
+        Each pass feeds every live row its last token plus its prompt-lookup drafts (prompt_lookup.py):
+        kept drafts' columns stay in the cache, the others are masked out for good and the row's
+        positions go on after the last kept one. `next_pos[k]` is where row k's next input goes.
+        """
+        live = list(range(len(decoder.reqs)))
+        slots, drafts, fed = list(live), [[] for _ in live], 0
+        while True:
+            kept = decoder.advance(logits, live, slots, drafts)
+            if fed:
+                for k, count in enumerate(kept):
+                    mask[k, mask.shape[1] - fed + count :] = 0
+                next_pos = next_pos + torch.tensor(kept, device=self.device)
+            last = torch.tensor([decoder.tokens[r][-1] for r in live], device=self.device)
+            still = self._drop_finished(decoder, live, cache, mask, next_pos, last)
+            if still is None:
+                return
+            live, (mask, next_pos, last) = still
+            limit = min(MAX_DRAFT, STEP_TOKENS // len(live) - 1)
+            drafts = [decoder.draft(r, limit) for r in live]
+            logits, slots, mask, fed = self._feed(cache, last, drafts, mask, next_pos)
+
+    def _drop_finished(
+        self, decoder: Decoder, live: list[int], cache: Any, mask: torch.Tensor, *tensors: torch.Tensor
+    ) -> tuple[list[int], tuple[torch.Tensor, ...]] | None:
+        """The rows still live and their mask and tensors, finished rows dropped from the cache too.
+
+        A joined cache also loses the columns no live row attends (padding left of the shortest prompt,
+        drafts every row rejected) once they are worth a copy: attention reads every column of every row.
+        """
+        if not grows_in_place(cache):
+            return decoder.drop_finished(live, cache, mask, *tensors)
+        keep = [k for k, r in enumerate(live) if not decoder.done[r]]
+        if not keep:
+            return None
+        rows = torch.tensor(keep, device=self.device)
+        attended = mask.index_select(0, rows).bool().any(0)
+        dead = mask.shape[1] - int(attended.sum())
+        if len(keep) == len(live) and dead < max(MIN_DEAD_COLUMNS, DEAD_FRACTION * mask.shape[1]):
+            return live, (mask, *tensors)
+        columns = attended.nonzero().squeeze(1)
+        compact(cache, rows, columns)
+        mask = mask.index_select(0, rows).index_select(1, columns)
+        return [live[k] for k in keep], (mask, *(t.index_select(0, rows) for t in tensors))
+
+    def _feed(
+        self,
+        cache: Any,
+        last: torch.Tensor,
+        drafts: list[list[int]],
+        mask: torch.Tensor,
+        next_pos: torch.Tensor,
+    ) -> tuple[torch.Tensor, list[int], torch.Tensor, int]:
+        """One decoding pass: each row's last token then its drafts, right-padded to the longest.
+
+        Returns the logits of the fed (not padded) positions, each row's first slot in them, the grown
+        attention mask and how many columns the pass added.
+        """
+        width = 1 + max(len(d) for d in drafts)
+        ids = torch.full((len(drafts), width), self.pad_id, dtype=torch.long)
+        fed = torch.zeros((len(drafts), width), dtype=mask.dtype)
+        for k, draft in enumerate(drafts):
+            ids[k, 1 : 1 + len(draft)] = torch.tensor(draft, dtype=torch.long)
+            fed[k, : 1 + len(draft)] = 1
+        ids[:, 0] = last.cpu()
+        ids, fed = ids.to(self.device), fed.to(self.device)
+        mask = torch.cat([mask, fed], dim=1)
+        rows, cols = fed.nonzero(as_tuple=True)
+        slots = [0, *torch.cumsum(fed.sum(1), 0).tolist()[:-1]]
+        positions = next_pos[:, None] + torch.arange(width, device=self.device)
+        with _grouped_query_sdpa(width > 1), _logits_only_at(self.model, rows, cols) as picked:
+            out = self.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                **{self._cache_kw: cache},
+                use_cache=True,
+            )
+        logits = out.logits[0] if picked["ran"] else out.logits[rows, cols]
+        return logits.float(), slots, mask, width
+
+    def _prefill(
+        self, prompts: list[list[int]], prefix: int, prefix_cache: Any, room: int
+    ) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor]:
+        """Last-token logits, KV cache, attention mask and next positions of `prompts` (longest first).
+
+        Full-attention models prefill them in groups of similar length (`prefill_groups`) and decode from
+        one joined cache that grows in place (decode_cache.py); others as one left-padded batch.
+        """
+        tails = [p[prefix:] for p in prompts]
+        groups = (
+            prefill_groups([len(t) for t in tails]) if self._full_attention() else [list(range(len(tails)))]
+        )
+        parts = [self._prefill_group([tails[i] for i in group], prefix, prefix_cache) for group in groups]
+        if not all(growable(part[1]) for part in parts):
+            if len(parts) > 1:  # layer caches that cannot be joined: one padded batch after all
+                parts = [self._prefill_group(tails, prefix, prefix_cache)]
+            return parts[0]
+        logits = torch.cat([part[0] for part in parts])
+        next_pos = torch.cat([part[3] for part in parts])
+        cache, mask = join_left_padded([(part[1], part[2]) for part in parts], prefix, room)
+        return logits, cache, mask, next_pos
+
+    def _prefill_group(
+        self, tails: list[list[int]], prefix: int, prefix_cache: Any
+    ) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor]:
+        """One left-padded forward over `tails` after the shared prefix's cache (copied per row)."""
+        ids, mask = self._left_pad(tails)
         positions = (prefix + mask.cumsum(-1) - 1).clamp(min=0)
         if prefix:
             mask = torch.cat([torch.ones_like(mask[:, :1]).expand(-1, prefix), mask], dim=1)
-        past = _expand_cache(prefix_cache, len(reqs)) if prefix_cache is not None else None
-        last = torch.full((len(reqs),), ids.shape[1] - 1, device=self.device)
-        with _logits_only_at(self.model, torch.arange(len(reqs), device=self.device), last) as picked:
+        past = _expand_cache(prefix_cache, len(tails)) if prefix_cache is not None else None
+        last = torch.full((len(tails),), ids.shape[1] - 1, device=self.device)
+        with _logits_only_at(self.model, torch.arange(len(tails), device=self.device), last) as picked:
             out = self.model(
                 input_ids=ids,
                 attention_mask=mask,
@@ -378,30 +513,7 @@ class HFBackend(Backend):
                 use_cache=True,
             )
         logits = out.logits[0] if picked["ran"] else out.logits[:, -1]
-        rows, decoder = _Decoder.per_sample(self, reqs)
-        cache = _cache_of(out)
-        if len(rows) != len(reqs):  # n samples per prompt: copy its cache once per sample
-            cache.reorder_cache(torch.tensor(rows, device=self.device))
-        live = list(range(len(rows)))
-        idx = torch.tensor(rows, device=self.device)
-        logits, mask, next_pos = logits.float()[idx], mask[idx], positions[idx, -1] + 1
-        while True:
-            token = decoder.step(logits, live)
-            kept = decoder.drop_finished(live, cache, mask, next_pos, token)
-            if kept is None:
-                break
-            live, (mask, next_pos, token) = kept
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            step = self.model(
-                input_ids=token[:, None],
-                attention_mask=mask,
-                position_ids=next_pos[:, None],
-                **{self._cache_kw: cache},
-                use_cache=True,
-            )
-            logits, next_pos = step.logits[:, -1].float(), next_pos + 1
-        for row, sample in enumerate(decoder.samples()):
-            results[slots[rows[row]]].append(sample)
+        return logits.float(), _cache_of(out), mask, positions[:, -1] + 1
 
     def _left_pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(s) for s in seqs)
@@ -413,71 +525,19 @@ class HFBackend(Backend):
         return ids.to(self.device), mask.to(self.device)
 
 
-class _Decoder:
-    """Per-row decoding state: chosen tokens, log-probs, stop checks and per-sample random generators."""
-
-    def __init__(self, backend: HFBackend, reqs: list[GenerationRequest], sample_ids: list[int]):
-        self.backend, self.reqs = backend, reqs
-        self.tokens: list[list[int]] = [[] for _ in reqs]
-        self.logprob = [0.0] * len(reqs)
-        self.done = [False] * len(reqs)
-        self.rngs = [_generator(r, s) for r, s in zip(reqs, sample_ids)]
-        self.eos = stop_token_ids(backend.model, backend.tokenizer)  # EOS + generation_config's eos ids
-
-    @classmethod
-    def per_sample(cls, backend: HFBackend, reqs: list[GenerationRequest]) -> tuple[list[int], _Decoder]:
-        """One decoding row per sample (`req.n` per request): each row's request index, and the decoder."""
-        rows = [b for b, r in enumerate(reqs) for _ in range(r.n)]
-        return rows, cls(backend, [reqs[b] for b in rows], [s for r in reqs for s in range(r.n)])
-
-    def drop_finished(
-        self, live: list[int], cache: Any, *tensors: torch.Tensor
-    ) -> tuple[list[int], tuple[torch.Tensor, ...]] | None:
-        """None once every live row has finished; else the rows still live, with finished rows dropped
-        from `cache` (in place) and from each per-row tensor."""
-        keep = [k for k, r in enumerate(live) if not self.done[r]]
-        if not keep:
-            return None
-        if len(keep) == len(live):
-            return live, tensors
-        sel = torch.tensor(keep, device=self.backend.device)
-        cache.reorder_cache(sel)
-        return [live[k] for k in keep], tuple(t[sel] for t in tensors)
-
-    def step(self, logits: torch.Tensor, live: list[int]) -> torch.Tensor:
-        """Pick the next token of each live row (`logits` row k is row `live[k]`); return them."""
-        chosen = logits.argmax(-1)
-        for k, r in enumerate(live):
-            if self.reqs[r].temperature > 0:
-                chosen[k] = self._sample(logits[k], self.reqs[r].temperature, self.rngs[r])
-        picked = _target_logprobs(logits, torch.arange(len(live), device=logits.device), chosen).tolist()
-        for k, (r, tok) in enumerate(zip(live, chosen.tolist())):
-            self.tokens[r].append(tok)
-            self.logprob[r] += picked[k]
-            self.done[r] = (
-                tok in self.eos or len(self.tokens[r]) >= self.reqs[r].max_new_tokens or self._stopped(r)
-            )
-        return chosen
-
-    @staticmethod
-    def _sample(logits: torch.Tensor, temperature: float, rng: torch.Generator | None) -> int:
-        probs = torch.softmax(logits / temperature, dim=-1).cpu()
-        return int(torch.multinomial(probs, 1, generator=rng).item())
-
-    def _stopped(self, r: int) -> bool:
-        stop = self.reqs[r].stop
-        return bool(stop) and cut_at_stop(self._text(r), stop)[1]
-
-    def _text(self, r: int) -> str:
-        toks = [t for t in self.tokens[r] if t not in self.eos]
-        return self.backend.tokenizer.decode(toks, skip_special_tokens=True)
-
-    def samples(self) -> list[Sample]:
-        """Final texts cut at the first stop sequence."""
-        return [
-            Sample(cut_at_stop(self._text(r), req.stop)[0], self.logprob[r], len(self.tokens[r]))
-            for r, req in enumerate(self.reqs)
-        ]
+@contextmanager
+def _grouped_query_sdpa(active: bool) -> Iterator[None]:
+    """While active, transformers' sdpa attention passes `enable_gqa` instead of repeating each key/value
+    head for its query heads, which it does when a mask is given and several query tokens are fed: a
+    copy of the whole KV cache per layer and pass. Same result; only the copy is saved."""
+    if not active or os.environ.get(FORCE_GQA) is not None:
+        yield
+        return
+    os.environ[FORCE_GQA] = "1"
+    try:
+        yield
+    finally:
+        os.environ.pop(FORCE_GQA, None)
 
 
 @contextmanager
@@ -505,20 +565,6 @@ def _logits_only_at(model: Any, rows: torch.Tensor, cols: torch.Tensor) -> Itera
         handle.remove()
 
 
-def _target_logprobs(
-    logits: torch.Tensor, select: torch.Tensor, targets: torch.Tensor, chunk: int = 256
-) -> torch.Tensor:
-    """log_softmax(logits)[select, targets]: each position's softmax computed once, a chunk of positions
-    at a time (bounded memory, no copy of the selected rows). log_softmax, not logit - logsumexp: the
-    latter rounds at the logsumexp's magnitude and drifts by ~1e-5 per token."""
-    out = logits.new_zeros(len(select))
-    for start in range(0, logits.shape[0], chunk):
-        logprobs = torch.log_softmax(logits[start : start + chunk], dim=-1)
-        here = ((select >= start) & (select < start + chunk)).nonzero().squeeze(1)
-        out[here] = logprobs[select[here] - start, targets[here]]
-    return out
-
-
 def _shared_prefix(seqs: list[list[int]]) -> int:
     """Tokens every sequence starts with, leaving each at least one of its own; 0 when too short to pay.
 
@@ -539,12 +585,6 @@ def _expand_cache(cache: Any, rows: int) -> Any:
 def _cache_device(cache: Any) -> torch.device:
     layer = cache.layers[0]
     return layer.keys.device
-
-
-def _generator(req: GenerationRequest, sample: int) -> torch.Generator | None:
-    if req.temperature <= 0:
-        return None
-    return torch.Generator().manual_seed(req.seed * 100_003 + sample)
 
 
 def _continuation_score(logits: torch.Tensor, cont: list[int]) -> Loglikelihood:

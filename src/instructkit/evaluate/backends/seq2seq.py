@@ -4,7 +4,7 @@ Loglikelihood: requests are grouped by context; each distinct context runs throu
 and every continuation (a multiple-choice option) is scored by the decoder against that one encoder
 output, the decoders of many options batched together. Generation: the encoder runs once per prompt;
 its `n` samples share that output, and rows decode step by step with a KV cache, leaving the batch on
-EOS, a stop sequence (per row) or their token limit, exactly like the causal backend (`hf._Decoder`:
+EOS, a stop sequence (per row) or their token limit, exactly like the causal backend (`decoding.Decoder`:
 same sampling seeds, same stop handling, same summed log-probabilities).
 
 Tokenisation follows lm-evaluation-harness's `backend="seq2seq"`: the context is encoded with the
@@ -22,7 +22,8 @@ import torch
 
 from ...errors import InstructkitError
 from ..requests import GenerationRequest, Loglikelihood, Sample
-from .hf import HFBackend, _cache_of, _continuation_score, _Decoder, _first_not_none
+from .decoding import Decoder
+from .hf import HFBackend, _cache_of, _continuation_score, _first_not_none
 
 TOKENIZER_INFINITY = int(1e30)  # what transformers sets as model_max_length when a tokenizer has none
 
@@ -195,7 +196,7 @@ class Seq2SeqBackend(HFBackend):
     ) -> None:
         """Encode the prompts once, repeat each output for its `n` samples, decode until all rows finish."""
         hidden, mask = self._encode(prompts)
-        rows, decoder = _Decoder.per_sample(self, reqs)
+        rows, decoder = Decoder.per_sample(self, reqs)
         idx = torch.tensor(rows, device=self.device)
         hidden, mask = hidden[idx], mask[idx]
         live = list(range(len(rows)))

@@ -1,0 +1,215 @@
+"""Batched decoding's exact shortcuts: grouped prefill, a joined cache that grows in place, and
+prompt-lookup drafts. Each must leave greedy text exactly as one-request-at-a-time `generate` writes it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from transformers import MistralConfig, MistralForCausalLM
+from transformers.cache_utils import DynamicLayer
+
+import instructkit.evaluate.backends.hf as hf
+from instructkit.evaluate.backends.decode_cache import GrowingLayer, prefill_groups
+from instructkit.evaluate.backends.decoding import Decoder
+from instructkit.evaluate.backends.hf import HFBackend
+from instructkit.evaluate.backends.prompt_lookup import NgramIndex
+from instructkit.evaluate.requests import GenerationRequest
+from instructkit.models.tiny import tiny_llama_config
+
+
+def _padded_cost(lengths: list[int], groups: list[list[int]], overhead: int) -> int:
+    return sum(len(g) * lengths[g[0]] + overhead for g in groups)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(1, 400), min_size=1, max_size=24).map(lambda xs: sorted(xs, reverse=True)),
+    st.integers(0, 64),
+)
+def test_prefill_groups_cover_prompts_in_order_and_cost_no_more_than_either_extreme(lengths, overhead):
+    groups = prefill_groups(lengths, overhead)
+    assert [i for g in groups for i in g] == list(range(len(lengths)))
+    assert all(g for g in groups)
+    cost = _padded_cost(lengths, groups, overhead)
+    assert cost <= _padded_cost(lengths, [list(range(len(lengths)))], overhead)  # one padded batch
+    assert cost <= _padded_cost(lengths, [[i] for i in range(len(lengths))], overhead)  # one each
+
+
+def test_prefill_groups_refuse_unsorted_lengths():
+    with pytest.raises(ValueError, match="longest first"):
+        prefill_groups([3, 9])
+
+
+def _kv(rows: int, cols: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(rows, 2, cols, 4, generator=g), torch.randn(rows, 2, cols, 4, generator=g)
+
+
+def test_growing_layer_behaves_as_dynamic_layer_through_updates_reorders_and_crops():
+    plain, growing = DynamicLayer(), None
+    keys, values = _kv(3, 5, 0)
+    plain.update(keys, values)
+    growing = GrowingLayer.joined([plain_copy(plain)], 0, 5, room=2)  # room runs out: it must grow
+    for step in range(6):
+        k, v = _kv(3, 1 + step % 2, 10 + step)
+        out_plain, out_growing = plain.update(k, v), growing.update(k, v)
+        assert torch.equal(out_plain[0], out_growing[0]) and torch.equal(out_plain[1], out_growing[1])
+    order = torch.tensor([2, 0])
+    plain.reorder_cache(order)
+    growing.reorder_cache(order)
+    plain.crop(-3)
+    growing.crop(-3)
+    assert growing.get_seq_length() == plain.get_seq_length()
+    assert torch.equal(growing.keys, plain.keys) and torch.equal(growing.values, plain.values)
+    k, v = _kv(2, 1, 99)
+    assert torch.equal(plain.update(k, v)[0], growing.update(k, v)[0])
+
+
+def plain_copy(layer: DynamicLayer) -> DynamicLayer:
+    copy = DynamicLayer()
+    copy.update(layer.keys.clone(), layer.values.clone())
+    return copy
+
+
+def test_growing_layer_select_keeps_rows_and_columns_in_order():
+    keys, values = _kv(3, 6, 1)
+    layer = GrowingLayer(
+        torch.cat([keys, torch.zeros(3, 2, 4, 4)], 2), torch.cat([values, values[:, :, :4]], 2), 6
+    )
+    rows, cols = torch.tensor([0, 2]), torch.tensor([1, 3, 5])
+    layer.select(rows, cols)
+    assert torch.equal(layer.keys, keys[rows][:, :, cols])
+    assert torch.equal(layer.values, values[rows][:, :, cols])
+    k, v = _kv(2, 1, 2)
+    layer.update(k, v)
+    assert torch.equal(layer.keys[:, :, -1:], k) and layer.get_seq_length() == 4
+
+
+def test_joined_layers_right_align_prompts_after_the_shared_prefix():
+    short, long = DynamicLayer(), DynamicLayer()
+    ks, vs = _kv(1, 3 + 2, 3)  # prefix 3, prompt 2
+    kl, vl = _kv(2, 3 + 4, 4)  # prefix 3, prompt 4
+    short.update(ks, vs)
+    long.update(kl, vl)
+    joined = GrowingLayer.joined([long, short], prefix=3, width=7, room=4)
+    assert joined.keys.shape == (3, 2, 7, 4)
+    assert torch.equal(joined.keys[:2], kl)
+    assert torch.equal(joined.keys[2, :, :3], ks[0, :, :3])
+    assert torch.equal(joined.keys[2, :, 5:], ks[0, :, 3:])  # the short prompt ends in the last column
+
+
+def test_ngram_index_drafts_what_followed_the_latest_earlier_occurrence():
+    index = NgramIndex([5, 6, 7, 8, 5, 6, 9])
+    assert index.draft(3) == []  # 9 never occurred before
+    index.append(5)
+    index.append(6)
+    assert index.draft(4) == [9, 5, 6]  # "5 6" last followed by 9 (at index 6), then what came after
+    assert index.draft(1) == [9]
+    assert index.draft(0) == []
+    index.append(7)  # "5 6 7" occurred at the start: the longest suffix wins over "6 7"/"7"
+    assert index.draft(2) == [8, 5]
+
+
+def _reference(model, tokenizer, prompt: str, max_new_tokens: int) -> str:
+    ids = torch.tensor([tokenizer.encode(prompt)])
+    out = model.generate(
+        ids, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=tokenizer.eos_token_id
+    )
+    return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+
+
+PROMPTS = [
+    "Q: 1 plus 1?\nA:",
+    "The cat sat on the mat. " * 12 + "The cat",
+    "Hello, how are",
+    "one two three four five six seven eight nine ten " * 4 + "one two",
+    "A",
+]
+
+
+class PassCounter:
+    """Counts forward passes and fed tokens (a pre-hook, removed on exit)."""
+
+    def __init__(self, model):
+        self.model, self.passes, self.tokens = model, 0, 0
+
+    def __enter__(self):
+        def count(_module, _args, kwargs):
+            self.passes += 1
+            self.tokens += kwargs["input_ids"].numel()
+
+        self.handle = self.model.register_forward_pre_hook(count, with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+
+@pytest.mark.parametrize("max_draft", [0, 8])
+def test_prompts_of_very_different_lengths_decode_exactly_as_alone(
+    tiny_model, tiny_tokenizer, monkeypatch, max_draft
+):
+    monkeypatch.setattr(hf, "MAX_DRAFT", max_draft)
+    limits = [7, 40, 3, 40, 25]
+    reqs = [GenerationRequest(p, max_new_tokens=n) for p, n in zip(PROMPTS, limits)]
+    got = HFBackend(tiny_model, tiny_tokenizer, batch_size=8).generate(reqs)
+    assert [s[0].text for s in got] == [
+        _reference(tiny_model, tiny_tokenizer, p, n) for p, n in zip(PROMPTS, limits)
+    ]
+
+
+def test_drafts_keep_the_text_and_save_passes(tiny_model, tiny_tokenizer, monkeypatch):
+    """The repetitive prompts make prompt lookup guess right: fewer passes than emitted tokens."""
+    reqs = [GenerationRequest(p, max_new_tokens=40) for p in PROMPTS[1::2]]
+    backend = HFBackend(tiny_model, tiny_tokenizer, batch_size=8)
+    runs = {}
+    for max_draft in (0, 8):
+        monkeypatch.setattr(hf, "MAX_DRAFT", max_draft)
+        with PassCounter(tiny_model) as counter:
+            texts = [s[0].text for s in backend.generate(reqs)]
+        runs[max_draft] = (texts, counter.passes)
+    assert runs[8][0] == runs[0][0]
+    assert runs[8][1] < runs[0][1]
+
+
+def test_sampled_rows_take_no_drafts(tiny_model, tiny_tokenizer):
+    backend = HFBackend(tiny_model, tiny_tokenizer)
+    reqs = [
+        GenerationRequest("A A A A", max_new_tokens=9),
+        GenerationRequest("A A A A", max_new_tokens=9, temperature=0.8, n=2),
+    ]
+    rows, decoder = Decoder.per_sample(backend, reqs)
+    prompt = tiny_tokenizer.encode("A A A A")
+    decoder.enable_drafts([prompt for _ in rows])
+    assert decoder.draft(0, 8) and decoder.draft(1, 8) == [] and decoder.draft(2, 8) == []
+    assert len(decoder.draft(0, 100)) <= 9 - 1  # never past the row's token limit
+
+
+def test_sampled_generation_is_the_same_in_any_batch(tiny_model, tiny_tokenizer):
+    reqs = [GenerationRequest(p, max_new_tokens=12, temperature=0.9, n=2, seed=3) for p in PROMPTS]
+    together = HFBackend(tiny_model, tiny_tokenizer, batch_size=16).generate(reqs)
+    alone = [HFBackend(tiny_model, tiny_tokenizer, batch_size=2).generate([r])[0] for r in reqs]
+    assert [[s.text for s in x] for x in together] == [[s.text for s in x] for x in alone]
+
+
+def test_sliding_window_models_decode_from_one_padded_batch_exactly(tiny_tokenizer):
+    config = tiny_llama_config(
+        "nano",
+        vocab_size=len(tiny_tokenizer),
+        config_class=MistralConfig,
+        num_key_value_heads=2,
+        sliding_window=8,
+        eos_token_id=tiny_tokenizer.eos_token_id,
+        pad_token_id=tiny_tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    model = MistralForCausalLM(config).eval()
+    backend = HFBackend(model, tiny_tokenizer, batch_size=8)
+    assert not backend._full_attention()
+    limits = [6, 20, 4, 20, 10]
+    got = backend.generate([GenerationRequest(p, max_new_tokens=n) for p, n in zip(PROMPTS, limits)])
+    assert [s[0].text for s in got] == [
+        _reference(model, tiny_tokenizer, p, n) for p, n in zip(PROMPTS, limits)
+    ]
