@@ -11,6 +11,7 @@ from transformers import MistralConfig, MistralForCausalLM
 from transformers.cache_utils import DynamicLayer
 
 import instructkit.evaluate.backends.hf as hf
+from helpers.forward_counter import ForwardCounter
 from instructkit.evaluate.backends.decode_cache import GrowingLayer, prefill_groups
 from instructkit.evaluate.backends.decoding import Decoder
 from instructkit.evaluate.backends.hf import HFBackend
@@ -48,10 +49,9 @@ def _kv(rows: int, cols: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_growing_layer_behaves_as_dynamic_layer_through_updates_reorders_and_crops():
-    plain, growing = DynamicLayer(), None
     keys, values = _kv(3, 5, 0)
-    plain.update(keys, values)
-    growing = GrowingLayer.joined([plain_copy(plain)], 0, 5, room=2)  # room runs out: it must grow
+    plain = _dynamic_layer(keys, values)
+    growing = GrowingLayer.joined([_dynamic_layer(keys, values)], 0, 5, room=2)  # room runs out: it grows
     for step in range(6):
         k, v = _kv(3, 1 + step % 2, 10 + step)
         out_plain, out_growing = plain.update(k, v), growing.update(k, v)
@@ -67,16 +67,16 @@ def test_growing_layer_behaves_as_dynamic_layer_through_updates_reorders_and_cro
     assert torch.equal(plain.update(k, v)[0], growing.update(k, v)[0])
 
 
-def plain_copy(layer: DynamicLayer) -> DynamicLayer:
-    copy = DynamicLayer()
-    copy.update(layer.keys.clone(), layer.values.clone())
-    return copy
+def _dynamic_layer(keys: torch.Tensor, values: torch.Tensor) -> DynamicLayer:
+    layer = DynamicLayer()
+    layer.update(keys.clone(), values.clone())
+    return layer
 
 
 def test_growing_layer_select_keeps_rows_and_columns_in_order():
     keys, values = _kv(3, 6, 1)
     layer = GrowingLayer(
-        torch.cat([keys, torch.zeros(3, 2, 4, 4)], 2), torch.cat([values, values[:, :, :4]], 2), 6
+        torch.cat([keys, torch.zeros(3, 2, 4, 4)], 2), torch.cat([values, torch.zeros(3, 2, 4, 4)], 2), 6
     )
     rows, cols = torch.tensor([0, 2]), torch.tensor([1, 3, 5])
     layer.select(rows, cols)
@@ -88,11 +88,9 @@ def test_growing_layer_select_keeps_rows_and_columns_in_order():
 
 
 def test_joined_layers_right_align_prompts_after_the_shared_prefix():
-    short, long = DynamicLayer(), DynamicLayer()
     ks, vs = _kv(1, 3 + 2, 3)  # prefix 3, prompt 2
     kl, vl = _kv(2, 3 + 4, 4)  # prefix 3, prompt 4
-    short.update(ks, vs)
-    long.update(kl, vl)
+    short, long = _dynamic_layer(ks, vs), _dynamic_layer(kl, vl)
     joined = GrowingLayer.joined([long, short], prefix=3, width=7, room=4)
     assert joined.keys.shape == (3, 2, 7, 4)
     assert torch.equal(joined.keys[:2], kl)
@@ -129,24 +127,6 @@ PROMPTS = [
 ]
 
 
-class PassCounter:
-    """Counts forward passes and fed tokens (a pre-hook, removed on exit)."""
-
-    def __init__(self, model):
-        self.model, self.passes, self.tokens = model, 0, 0
-
-    def __enter__(self):
-        def count(_module, _args, kwargs):
-            self.passes += 1
-            self.tokens += kwargs["input_ids"].numel()
-
-        self.handle = self.model.register_forward_pre_hook(count, with_kwargs=True)
-        return self
-
-    def __exit__(self, *exc):
-        self.handle.remove()
-
-
 @pytest.mark.parametrize("max_draft", [0, 8])
 def test_prompts_of_very_different_lengths_decode_exactly_as_alone(
     tiny_model, tiny_tokenizer, monkeypatch, max_draft
@@ -167,7 +147,7 @@ def test_drafts_keep_the_text_and_save_passes(tiny_model, tiny_tokenizer, monkey
     runs = {}
     for max_draft in (0, 8):
         monkeypatch.setattr(hf, "MAX_DRAFT", max_draft)
-        with PassCounter(tiny_model) as counter:
+        with ForwardCounter(tiny_model) as counter:
             texts = [s[0].text for s in backend.generate(reqs)]
         runs[max_draft] = (texts, counter.passes)
     assert runs[8][0] == runs[0][0]
@@ -213,3 +193,18 @@ def test_sliding_window_models_decode_from_one_padded_batch_exactly(tiny_tokeniz
     assert [s[0].text for s in got] == [
         _reference(model, tiny_tokenizer, p, n) for p, n in zip(PROMPTS, limits)
     ]
+
+
+def test_caches_that_cannot_be_joined_decode_from_one_padded_batch_exactly(
+    tiny_model, tiny_tokenizer, monkeypatch
+):
+    """A full-attention model whose cache layers are not plain `DynamicLayer`s (seen as not growable)
+    prefills its first group, then all prompts as one padded batch, and decodes without drafts."""
+    monkeypatch.setattr(hf, "growable", lambda cache: False)
+    limits = [6, 20, 4, 20, 10]
+    backend = HFBackend(tiny_model, tiny_tokenizer, batch_size=8)
+    with ForwardCounter(tiny_model) as counter:
+        got = backend.generate([GenerationRequest(p, max_new_tokens=n) for p, n in zip(PROMPTS, limits)])
+    expected = [_reference(tiny_model, tiny_tokenizer, p, n) for p, n in zip(PROMPTS, limits)]
+    assert [s[0].text for s in got] == expected
+    assert counter.passes == 2 + max(s[0].num_tokens for s in got) - 1  # first group, batch, one per step

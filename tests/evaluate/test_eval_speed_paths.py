@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import instructkit.evaluate.backends.hf as hf
+from helpers.forward_counter import ForwardCounter
 from instructkit.evaluate.backends.base import encode_pair, greedy_texts
 from instructkit.evaluate.backends.decode_cache import prefill_groups
 from instructkit.evaluate.backends.hf import MIN_ROW_FILL, MIN_SHARED_PREFIX, HFBackend
@@ -18,23 +19,6 @@ from instructkit.evaluate.requests import GenerationRequest, LoglikelihoodReques
 
 FEWSHOT = "".join(f"Q: what is {i} plus {i}?\nA: {2 * i}\n\n" for i in range(1, 9))
 CHOICES = [" the answer is four", " the answer is five", " four", " seven or eight"]
-
-
-class TokenCounter:
-    """Counts the input tokens of every forward pass of a model (a pre-hook, removed on exit)."""
-
-    def __init__(self, model):
-        self.model, self.tokens = model, 0
-
-    def __enter__(self):
-        def count(_module, _args, kwargs):
-            self.tokens += kwargs["input_ids"].shape[0] * kwargs["input_ids"].shape[1]
-
-        self.handle = self.model.register_forward_pre_hook(count, with_kwargs=True)
-        return self
-
-    def __exit__(self, *exc):
-        self.handle.remove()
 
 
 def _alone(model, tokenizer, req: LoglikelihoodRequest) -> float:
@@ -108,7 +92,7 @@ def test_fewshot_loglikelihoods_equal_one_at_a_time_and_run_each_token_once(
 ):
     reqs = _fewshot_requests()
     backend = HFBackend(tiny_model, tiny_tokenizer, batch_size=batch_size, row_tokens=48)
-    with TokenCounter(tiny_model) as counter:
+    with ForwardCounter(tiny_model) as counter:
         got = backend.loglikelihood(reqs)
     for req, result in zip(reqs, got):
         assert result.logprob == pytest.approx(_alone(tiny_model, tiny_tokenizer, req), abs=1e-4)
@@ -152,7 +136,7 @@ def test_fewshot_generation_matches_generate_and_drops_finished_rows(tiny_model,
         for i, n in enumerate(limits)
     ]
     backend = HFBackend(tiny_model, tiny_tokenizer, batch_size=4)
-    with TokenCounter(tiny_model) as counter:
+    with ForwardCounter(tiny_model) as counter:
         got = backend.generate(reqs)
     for req, samples in zip(reqs, got):
         assert samples[0].text == _reference_generation(tiny_model, tiny_tokenizer, req)

@@ -461,7 +461,10 @@ class HFBackend(Backend):
         rows, cols = fed.nonzero(as_tuple=True)
         slots = [0, *torch.cumsum(fed.sum(1), 0).tolist()[:-1]]
         positions = next_pos[:, None] + torch.arange(width, device=self.device)
-        with _grouped_query_sdpa(width > 1), _logits_only_at(self.model, rows, cols) as picked:
+        with (
+            _grouped_query_sdpa(width > 1 and self.device.type == "cpu"),
+            _logits_only_at(self.model, rows, cols) as picked,
+        ):
             out = self.model(
                 input_ids=ids,
                 attention_mask=mask,
@@ -484,11 +487,11 @@ class HFBackend(Backend):
         groups = (
             prefill_groups([len(t) for t in tails]) if self._full_attention() else [list(range(len(tails)))]
         )
-        parts = [self._prefill_group([tails[i] for i in group], prefix, prefix_cache) for group in groups]
-        if not all(growable(part[1]) for part in parts):
-            if len(parts) > 1:  # layer caches that cannot be joined: one padded batch after all
-                parts = [self._prefill_group(tails, prefix, prefix_cache)]
-            return parts[0]
+        first = self._prefill_group([tails[i] for i in groups[0]], prefix, prefix_cache)
+        if not growable(first[1]):  # layer caches that cannot be joined: one padded batch
+            return first if len(groups) == 1 else self._prefill_group(tails, prefix, prefix_cache)
+        rest = [self._prefill_group([tails[i] for i in group], prefix, prefix_cache) for group in groups[1:]]
+        parts = [first, *rest]
         logits = torch.cat([part[0] for part in parts])
         next_pos = torch.cat([part[3] for part in parts])
         cache, mask = join_left_padded([(part[1], part[2]) for part in parts], prefix, room)
@@ -529,7 +532,8 @@ class HFBackend(Backend):
 def _grouped_query_sdpa(active: bool) -> Iterator[None]:
     """While active, transformers' sdpa attention passes `enable_gqa` instead of repeating each key/value
     head for its query heads, which it does when a mask is given and several query tokens are fed: a
-    copy of the whole KV cache per layer and pass. Same result; only the copy is saved."""
+    copy of the whole KV cache per layer and pass. Same result; only the copy is saved. CPU only: on CUDA,
+    transformers notes, a mask with `enable_gqa` falls back to the math kernel."""
     if not active or os.environ.get(FORCE_GQA) is not None:
         yield
         return
