@@ -144,6 +144,7 @@ def test_drafts_keep_the_text_and_save_passes(tiny_model, tiny_tokenizer, monkey
     """The repetitive prompts make prompt lookup guess right: fewer passes than emitted tokens."""
     reqs = [GenerationRequest(p, max_new_tokens=40) for p in PROMPTS[1::2]]
     backend = HFBackend(tiny_model, tiny_tokenizer, batch_size=8)
+    assert backend.traits.left_padding and backend.traits.tree_masks  # probed once, before counting
     runs = {}
     for max_draft in (0, 8):
         monkeypatch.setattr(hf, "MAX_DRAFT", max_draft)
@@ -203,6 +204,7 @@ def test_caches_that_cannot_be_joined_decode_from_one_padded_batch_exactly(
     monkeypatch.setattr(hf, "growable", lambda cache: False)
     limits = [6, 20, 4, 20, 10]
     backend = HFBackend(tiny_model, tiny_tokenizer, batch_size=8)
+    assert backend.traits.left_padding and backend.traits.tree_masks  # probed once, before counting
     with ForwardCounter(tiny_model) as counter:
         got = backend.generate([GenerationRequest(p, max_new_tokens=n) for p, n in zip(PROMPTS, limits)])
     expected = [_reference(tiny_model, tiny_tokenizer, p, n) for p, n in zip(PROMPTS, limits)]

@@ -92,6 +92,7 @@ def test_fewshot_loglikelihoods_equal_one_at_a_time_and_run_each_token_once(
 ):
     reqs = _fewshot_requests()
     backend = HFBackend(tiny_model, tiny_tokenizer, batch_size=batch_size, row_tokens=48)
+    assert backend.traits.left_padding and backend.traits.tree_masks  # probed once, before counting
     with ForwardCounter(tiny_model) as counter:
         got = backend.loglikelihood(reqs)
     for req, result in zip(reqs, got):
@@ -136,6 +137,7 @@ def test_fewshot_generation_matches_generate_and_drops_finished_rows(tiny_model,
         for i, n in enumerate(limits)
     ]
     backend = HFBackend(tiny_model, tiny_tokenizer, batch_size=4)
+    assert backend.traits.left_padding and backend.traits.tree_masks  # probed once, before counting
     with ForwardCounter(tiny_model) as counter:
         got = backend.generate(reqs)
     for req, samples in zip(reqs, got):

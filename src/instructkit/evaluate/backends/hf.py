@@ -34,10 +34,12 @@ from typing import Any
 import torch
 
 from ...fingerprint import text_digest
+from ..prompting import stop_token_ids
 from ..requests import GenerationRequest, Loglikelihood, LoglikelihoodRequest, Sample
-from .base import Backend, encode_pair, encode_text
+from .base import Backend, cut_at_stop, encode_pair, encode_text
 from .decode_cache import compact, growable, grows_in_place, join_left_padded, prefill_groups
 from .decoding import Decoder, target_logprobs
+from .forward_traits import ForwardTraits, attends_whole_sequence, cache_of, probe_forward_traits
 from .model_identity import source_digest, state_dict_digest, tokenizer_digest
 from .prefix_tree import PackedBatch, Trie, batch_inputs, build_tries, common_prefix_length, pack
 
@@ -93,6 +95,7 @@ class HFBackend(Backend):
         self.device = next(model.parameters()).device
         self._cache_kw = _cache_keyword(model)
         self.pad_id = _first_not_none(tokenizer.pad_token_id, tokenizer.eos_token_id, 0)
+        self._traits: ForwardTraits | None = None
 
     @classmethod
     def from_pretrained(
@@ -178,21 +181,27 @@ class HFBackend(Backend):
             return self._score_rows(pairs)
         return self._score_tries(pairs)
 
+    @property
+    def traits(self) -> ForwardTraits:
+        """What the model's forward honours (padding, masked gaps, 4D masks, a KV cache), probed once."""
+        if self._traits is None:
+            self._traits = probe_forward_traits(self.model, self._cache_kw)
+            if self._traits.notes:
+                from ...progress import log_event
+
+                name = type(self.model).__name__
+                log_event("eval", f"{name} takes slower exact paths; it failed {self._traits.slower_paths()}")
+        return self._traits
+
     def _tree_attention(self) -> bool:
-        """Whether the model takes a custom 4D mask over full (not sliding-window) attention."""
+        """Whether packed tries score exactly: a custom 4D mask over full (not windowed) attention that
+        places tokens by `position_ids` (alibi models place them by column)."""
         implementation = getattr(self.model.config, "_attn_implementation", None)
-        return implementation in ("sdpa", "eager") and self._full_attention()
+        return implementation in ("sdpa", "eager") and self._full_attention() and self.traits.tree_masks
 
     def _full_attention(self) -> bool:
-        """Whether every attention layer sees the whole sequence (no sliding window)."""
-        config = self.model.config
-        layer_types = getattr(config, "layer_types", None)
-        if layer_types is not None:
-            return all(t == "full_attention" for t in layer_types)
-        return (
-            not getattr(config, "sliding_window", None)
-            or getattr(config, "use_sliding_window", True) is False
-        )
+        """Whether every attention layer sees the whole sequence (no sliding or local window)."""
+        return attends_whole_sequence(self.model.config)
 
     def _score_tries(self, pairs: list[tuple[list[int], list[int]]]) -> list[Loglikelihood]:
         prefix, _, batches = self.plan_rows(pairs)
@@ -278,7 +287,7 @@ class HFBackend(Backend):
         last = torch.tensor([len(prefix) - 1], device=self.device)
         with _logits_only_at(self.model, torch.tensor([0], device=self.device), last):
             out = self.model(input_ids=torch.tensor([prefix], device=self.device), use_cache=True)
-        return _cache_of(out)
+        return cache_of(out)
 
     def _score_rows(self, pairs: list[tuple[list[int], list[int]]]) -> list[Loglikelihood]:
         """Fallback: one right-padded row per request, no mask (causal attention never sees a pad)."""
@@ -307,7 +316,7 @@ class HFBackend(Backend):
         results: list[Loglikelihood | None] = [None] * len(pairs)
         for ctx, members in groups.items():
             out = self.model(input_ids=torch.tensor([ctx], device=self.device), use_cache=True)
-            last, cache = out.logits[0, -1:].float(), _cache_of(out)
+            last, cache = out.logits[0, -1:].float(), cache_of(out)
             for n, (i, cont) in enumerate(members):
                 logits = [last]
                 if len(cont) > 1:
@@ -335,8 +344,10 @@ class HFBackend(Backend):
         """Decode every request; batches hold up to `batch_size` sample rows, longest prompts first."""
         prompts = [self._prompt(r) for r in requests]
         results: list[list[Sample]] = [[] for _ in requests]
-        if self.deterministic:  # each request alone: its n rows share one unpadded prompt
-            for i, req in enumerate(requests):
+        if not self.traits.kv_cache:  # no transformers Cache to decode from: the model's own generate
+            return [self._generate_alone(req, prompt) for req, prompt in zip(requests, prompts)]
+        if self.deterministic or not self.traits.left_padding:
+            for i, req in enumerate(requests):  # each request alone: its n rows share one unpadded prompt
                 self._generate_batch([req], [prompts[i]], results, [i], 0, None)
             return results
         prefix = _shared_prefix(prompts) if len(prompts) > 1 else 0
@@ -345,6 +356,39 @@ class HFBackend(Backend):
             reqs, ids = [requests[j] for j in batch], [prompts[j] for j in batch]
             self._generate_batch(reqs, ids, results, batch, prefix, cache)
         return results
+
+    def _generate_alone(self, req: GenerationRequest, prompt: list[int]) -> list[Sample]:
+        """One request through transformers' `generate` (models whose forward returns no `Cache`, such as
+        RWKV): the same stop tokens, stop strings, sampling seed and per-sample log-probabilities."""
+        sampled = req.temperature > 0
+        if sampled:
+            torch.manual_seed(req.seed)
+        out = self.model.generate(
+            torch.tensor([prompt], device=self.device),
+            attention_mask=torch.ones((1, len(prompt)), dtype=torch.long, device=self.device),
+            max_new_tokens=req.max_new_tokens,
+            do_sample=sampled,
+            **({"temperature": req.temperature, "top_k": 0, "top_p": 1.0} if sampled else {}),
+            num_return_sequences=req.n,
+            eos_token_id=sorted(stop_token_ids(self.model, self.tokenizer)),
+            pad_token_id=self.pad_id,
+            return_dict_in_generate=True,
+            output_logits=True,
+        )
+        logits = torch.stack(out.logits, dim=1).float()  # (n, steps, vocab)
+        new = out.sequences[:, len(prompt) :]
+        return [self._sample_of(req, new[k].tolist(), logits[k]) for k in range(req.n)]
+
+    def _sample_of(self, req: GenerationRequest, tokens: list[int], logits: torch.Tensor) -> Sample:
+        """A `generate` row as a Sample: tokens up to and with its first stop token, cut at a stop string."""
+        eos = stop_token_ids(self.model, self.tokenizer)
+        end = next((i + 1 for i, t in enumerate(tokens) if t in eos), len(tokens))
+        tokens = tokens[:end]
+        picked = torch.log_softmax(logits[:end], dim=-1).gather(
+            1, torch.tensor(tokens)[:, None].to(logits.device)
+        )
+        text = self.tokenizer.decode([t for t in tokens if t not in eos], skip_special_tokens=True)
+        return Sample(cut_at_stop(text, req.stop)[0], float(picked.sum()), len(tokens))
 
     def _generation_batches(
         self, requests: Sequence[GenerationRequest], prompts: list[list[int]]
@@ -480,13 +524,14 @@ class HFBackend(Backend):
     ) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor]:
         """Last-token logits, KV cache, attention mask and next positions of `prompts` (longest first).
 
-        Full-attention models prefill them in groups of similar length (`prefill_groups`) and decode from
-        one joined cache that grows in place (decode_cache.py); others as one left-padded batch.
+        Full-attention models that ignore masked columns prefill them in groups of similar length
+        (`prefill_groups`) and decode from one joined cache that grows in place (decode_cache.py); others
+        as one left-padded batch.
         """
         tails = [p[prefix:] for p in prompts]
-        groups = (
-            prefill_groups([len(t) for t in tails]) if self._full_attention() else [list(range(len(tails)))]
-        )
+        if not (self._full_attention() and self.traits.masked_gaps):  # no joined cache, no drafts
+            return self._prefill_group(tails, prefix, prefix_cache)
+        groups = prefill_groups([len(t) for t in tails])
         first = self._prefill_group([tails[i] for i in groups[0]], prefix, prefix_cache)
         if not growable(first[1]):  # layer caches that cannot be joined: one padded batch
             return first if len(groups) == 1 else self._prefill_group(tails, prefix, prefix_cache)
@@ -516,7 +561,7 @@ class HFBackend(Backend):
                 use_cache=True,
             )
         logits = out.logits[0] if picked["ran"] else out.logits[:, -1]
-        return logits.float(), _cache_of(out), mask, positions[:, -1] + 1
+        return logits.float(), cache_of(out), mask, positions[:, -1] + 1
 
     def _left_pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(s) for s in seqs)
@@ -608,9 +653,3 @@ def _cache_keyword(model: Any) -> str:
     """The KV-cache argument's name: `cache` in current transformers, `past_key_values` before it."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
-
-
-def _cache_of(output: Any) -> Any:
-    """The KV cache an output carries, under either name."""
-    cache = getattr(output, "cache", None)
-    return cache if cache is not None else output.past_key_values

@@ -23,7 +23,8 @@ import torch
 from ...errors import InstructkitError
 from ..requests import GenerationRequest, Loglikelihood, Sample
 from .decoding import Decoder
-from .hf import HFBackend, _cache_of, _continuation_score, _first_not_none
+from .forward_traits import cache_of
+from .hf import HFBackend, _continuation_score, _first_not_none
 
 TOKENIZER_INFINITY = int(1e30)  # what transformers sets as model_max_length when a tokenizer has none
 
@@ -168,7 +169,7 @@ class Seq2SeqBackend(HFBackend):
             **({self._cache_kw: cache} if cache is not None else {}),
             use_cache=use_cache,
         )
-        return out.logits, (_cache_of(out) if use_cache else None)
+        return out.logits, (cache_of(out) if use_cache else None)
 
     # ---- generation ----
 
