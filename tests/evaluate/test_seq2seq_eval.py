@@ -183,3 +183,52 @@ def test_lm_eval_adapter_on_a_t5_matches_hflm_seq2seq(t5):
     theirs = _hflm(model, tok).loglikelihood(instances, disable_tqdm=True)
     assert [g for _, g in ours] == [g for _, g in theirs]
     assert [lp for lp, _ in ours] == pytest.approx([lp for lp, _ in theirs], abs=1e-4)
+
+
+S2S_SMALL = {"d_model": 32, "encoder_layers": 2, "decoder_layers": 2, "encoder_ffn_dim": 64}
+S2S_SMALL |= {"decoder_ffn_dim": 64, "encoder_attention_heads": 4, "decoder_attention_heads": 4}
+SEQ2SEQ_ARCHITECTURES = {
+    "bart": ("BartConfig", S2S_SMALL),
+    "pegasus": ("PegasusConfig", S2S_SMALL),
+    "marian": ("MarianConfig", S2S_SMALL),
+    "longt5_local": ("LongT5Config", {"d_model": 32, "d_ff": 64, "num_layers": 2, "num_heads": 4, "d_kv": 8}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SEQ2SEQ_ARCHITECTURES))
+def test_other_encoder_decoders_score_and_decode_as_plain_transformers(t5, name):
+    """BART-style models (learned positions, their own decoder start) and LongT5's local attention:
+    log-likelihoods equal one plain forward per request and greedy text plain greedy `generate`
+    (the generation config's beams, n-gram blocking and forced tokens switched off on both sides)."""
+    import transformers
+
+    _, tok = t5
+    config_name, fields = SEQ2SEQ_ARCHITECTURES[name]
+    ids = {"eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
+    config = getattr(transformers, config_name)(
+        vocab_size=len(tok), decoder_start_token_id=tok.pad_token_id, **ids, **fields
+    )
+    torch.manual_seed(0)
+    model = transformers.AutoModelForSeq2SeqLM.from_config(config).eval()
+    backend = Seq2SeqBackend(model, tok, batch_size=4)
+    pairs, reqs = _ll_requests()
+    for req, got in zip(reqs, backend.loglikelihood(reqs)):
+        ctx, cont = backend.encode_pair(req.context, req.continuation)
+        dec = torch.tensor([[backend.decoder_start, *cont[:-1]]])
+        with torch.inference_mode():
+            logits = model(input_ids=torch.tensor([ctx]), decoder_input_ids=dec).logits[0].log_softmax(-1)
+        assert got.logprob == pytest.approx(sum(logits[i, t].item() for i, t in enumerate(cont)), abs=1e-4)
+    plain = {
+        "num_beams": 1,
+        "no_repeat_ngram_size": 0,
+        "forced_bos_token_id": None,
+        "forced_eos_token_id": None,
+    }
+    for context, sample in zip(
+        CONTEXTS, backend.generate([GenerationRequest(c, max_new_tokens=12) for c in CONTEXTS])
+    ):
+        x = torch.tensor([backend.encode(context)])
+        out = model.generate(
+            x, attention_mask=torch.ones_like(x), max_new_tokens=12, do_sample=False, **plain
+        )
+        assert sample[0].text == tok.decode(out[0, 1:], skip_special_tokens=True)
