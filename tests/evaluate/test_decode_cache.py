@@ -12,7 +12,7 @@ from transformers.cache_utils import DynamicLayer
 
 import instructkit.evaluate.backends.hf as hf
 from helpers.forward_counter import ForwardCounter
-from instructkit.evaluate.backends.decode_cache import GrowingLayer, prefill_groups
+from instructkit.evaluate.backends.decode_cache import GrowingLayer, attention_pair_cost, prefill_groups
 from instructkit.evaluate.backends.decoding import Decoder
 from instructkit.evaluate.backends.hf import HFBackend
 from instructkit.evaluate.backends.prompt_lookup import NgramIndex
@@ -20,22 +20,57 @@ from instructkit.evaluate.requests import GenerationRequest
 from instructkit.models.tiny import tiny_llama_config
 
 
-def _padded_cost(lengths: list[int], groups: list[list[int]], overhead: int) -> int:
-    return sum(len(g) * lengths[g[0]] + overhead for g in groups)
+def _padded_cost(
+    lengths: list[int], groups: list[list[int]], overhead: int, pair_cost: float = 0.0, masked: bool = False
+) -> float:
+    return sum(
+        len(g) * lengths[g[0]]
+        + overhead
+        + (len(g) * lengths[g[0]] ** 2 / 2 * pair_cost if len(g) > 1 or masked else 0.0)
+        for g in groups
+    )
 
 
 @settings(max_examples=200, deadline=None)
 @given(
-    st.lists(st.integers(1, 400), min_size=1, max_size=24).map(lambda xs: sorted(xs, reverse=True)),
+    st.lists(st.integers(1, 1500), min_size=1, max_size=24).map(lambda xs: sorted(xs, reverse=True)),
     st.integers(0, 64),
+    st.sampled_from([0.0, 1e-5, 6.5e-4]),
+    st.booleans(),
 )
-def test_prefill_groups_cover_prompts_in_order_and_cost_no_more_than_either_extreme(lengths, overhead):
-    groups = prefill_groups(lengths, overhead)
+def test_prefill_groups_cover_prompts_in_order_and_cost_no_more_than_either_extreme(
+    lengths, overhead, pair_cost, masked
+):
+    groups = prefill_groups(lengths, overhead, pair_cost, masked)
     assert [i for g in groups for i in g] == list(range(len(lengths)))
     assert all(g for g in groups)
-    cost = _padded_cost(lengths, groups, overhead)
-    assert cost <= _padded_cost(lengths, [list(range(len(lengths)))], overhead)  # one padded batch
-    assert cost <= _padded_cost(lengths, [[i] for i in range(len(lengths))], overhead)  # one each
+    cost = _padded_cost(lengths, groups, overhead, pair_cost, masked)
+    one_batch = _padded_cost(lengths, [list(range(len(lengths)))], overhead, pair_cost, masked)
+    one_each = _padded_cost(lengths, [[i] for i in range(len(lengths))], overhead, pair_cost, masked)
+    assert cost <= one_batch + 1e-6 and cost <= one_each + 1e-6
+
+
+def test_long_prompts_are_prefilled_alone_where_a_mask_would_cost_more_than_padding_saves():
+    """gsm8k 5-shot's prompt lengths on SmolLM2-135M's shape: a two-row group needs a mask, whose
+    attention over the upper triangle costs more than the one pass it saves; short prompts still group."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    smollm2_shape = LlamaConfig(
+        vocab_size=512,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        tie_word_embeddings=True,
+    )
+    with torch.device("meta"):
+        pair_cost = attention_pair_cost(LlamaForCausalLM(smollm2_shape))
+    assert 2e-4 < pair_cost < 2e-3  # 69,120 FLOPs a pair against ~106M weights outside embeddings, x2
+    long = [1136, 1118, 1102, 1078, 1071, 1034, 944, 831, 821, 793]
+    assert prefill_groups(long, pair_cost=pair_cost) == [[i] for i in range(len(long))]
+    assert [3, 4] in prefill_groups(long)  # without the mask's cost, 1078 and 1071 would share a pass
+    assert len(prefill_groups([60, 59, 58, 40, 39], pair_cost=pair_cost)) == 2
 
 
 def test_prefill_groups_refuse_unsorted_lengths():

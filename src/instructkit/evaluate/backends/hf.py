@@ -37,7 +37,14 @@ from ...fingerprint import text_digest
 from ..prompting import stop_token_ids
 from ..requests import GenerationRequest, Loglikelihood, LoglikelihoodRequest, Sample
 from .base import Backend, cut_at_stop, encode_pair, encode_text
-from .decode_cache import compact, growable, grows_in_place, join_left_padded, prefill_groups
+from .decode_cache import (
+    attention_pair_cost,
+    compact,
+    growable,
+    grows_in_place,
+    join_left_padded,
+    prefill_groups,
+)
 from .decoding import Decoder, target_logprobs
 from .forward_traits import ForwardTraits, attends_whole_sequence, cache_of, probe_forward_traits
 from .model_identity import source_digest, state_dict_digest, tokenizer_digest
@@ -96,6 +103,7 @@ class HFBackend(Backend):
         self._cache_kw = _cache_keyword(model)
         self.pad_id = _first_not_none(tokenizer.pad_token_id, tokenizer.eos_token_id, 0)
         self._traits: ForwardTraits | None = None
+        self._pair_cost: float | None = None  # attention_pair_cost, once
 
     @classmethod
     def from_pretrained(
@@ -531,7 +539,9 @@ class HFBackend(Backend):
         tails = [p[prefix:] for p in prompts]
         if not (self._full_attention() and self.traits.masked_gaps):  # no joined cache, no drafts
             return self._prefill_group(tails, prefix, prefix_cache)
-        groups = prefill_groups([len(t) for t in tails])
+        if self._pair_cost is None:
+            self._pair_cost = attention_pair_cost(self.model)
+        groups = prefill_groups([len(t) for t in tails], pair_cost=self._pair_cost, always_masked=prefix > 0)
         first = self._prefill_group([tails[i] for i in groups[0]], prefix, prefix_cache)
         if not growable(first[1]):  # layer caches that cannot be joined: one padded batch
             return first if len(groups) == 1 else self._prefill_group(tails, prefix, prefix_cache)
