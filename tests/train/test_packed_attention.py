@@ -238,3 +238,45 @@ def test_document_boundaries_can_come_from_flash_attention_kwargs():
         for s, e in zip(cu[:-1].tolist(), cu[1:].tolist(), strict=True)
     ]
     assert torch.allclose(mine, torch.cat(alone, dim=1), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("config_name", "fields", "says"),
+    [
+        ("MptConfig", {"d_model": 32, "n_layers": 2, "n_heads": 4}, "cannot run packed rows"),
+        ("BloomConfig", {"hidden_size": 32, "n_layer": 2, "n_head": 4}, "attend to each other"),
+        ("MambaConfig", {"hidden_size": 32, "state_size": 4, "num_hidden_layers": 2}, "attend to each other"),
+    ],
+)
+def test_models_that_cannot_isolate_packed_rows_are_refused_in_one_line(config_name, fields, says):
+    """Alibi models and recurrent models under per-document attention: either the forward pass fails
+    on a packed row (MPT builds alibi from a mask packed rows do not have) or examples see each other
+    (Bloom, Mamba); both end in one error naming --pack."""
+    import transformers
+
+    config = getattr(transformers, config_name)(vocab_size=96, **fields)
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation=attention.register())
+    with pytest.raises(InstructkitError, match=f"{says}.*without --pack"):
+        assert_packed_isolation(model)
+
+
+def test_a_model_without_per_document_attention_is_refused_before_training(tmp_path, tiny_tokenizer):
+    """GPT-Neo keeps a fixed table of attention classes: loading it for packed rows fails inside
+    transformers, and the run stops with one line naming the attention and --pack."""
+    from transformers import GPTNeoConfig, GPTNeoForCausalLM
+
+    config = GPTNeoConfig(
+        vocab_size=len(tiny_tokenizer),
+        hidden_size=32,
+        num_layers=2,
+        num_heads=4,
+        attention_types=[[["global", "local"], 1]],
+        eos_token_id=tiny_tokenizer.eos_token_id,
+    )
+    GPTNeoForCausalLM(config).save_pretrained(tmp_path / "neo")
+    tiny_tokenizer.save_pretrained(tmp_path / "neo")
+    data = addition_dir(tmp_path / "d", tiny_tokenizer, n=12, max_length=64)
+    train = TrainConfig(data=str(data), output_dir=str(tmp_path / "o"), model=str(tmp_path / "neo"))
+    with pytest.raises(InstructkitError, match=f"cannot take the attention '{DOCS}'.*without --pack"):
+        build_model(train, read_prepared(data))

@@ -168,6 +168,15 @@ def assert_packed_isolation(model: torch.nn.Module, tolerance: float = 1e-3) -> 
     start = time.perf_counter()
     try:
         leak = packed_cross_talk(model)
+    except (AttributeError, IndexError, KeyError, RuntimeError, TypeError, ValueError) as exc:
+        # e.g. MPT and alibi Falcon build alibi from a mask packed rows do not have; GPT-Neo has no
+        # class for a registered attention: the model cannot run packed rows at all
+        impl = getattr(model.config, "_attn_implementation", None)
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}" if str(exc) else type(exc).__name__
+        raise InstructkitError(
+            f"{type(model).__name__} cannot run packed rows with attention {impl!r} ({reason}); "
+            "prepare the data without --pack"
+        ) from exc
     finally:
         model.train(was_training)
     seconds = time.perf_counter() - start

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from ..data.prepared import PreparedData
+from ..errors import InstructkitError
 
 
 def resolve_precision(precision: str) -> str:
@@ -55,20 +56,29 @@ def build_model(config, data: PreparedData):
     seq2seq = data.meta.get("model_kind") == "seq2seq"  # encoder-decoder pairs (data/seq2seq.py)
     adapter, base = _adapter_and_base(config.model)  # an adapter loads as its base, then `adapt_model`
     notes += adapter_notes(config, adapter, base)
-    model, tokenizer = load_model_and_tokenizer(
-        base,
-        tokenizer_dir or (str(config.model) if adapter else None),  # the adapter folder's tokenizer
-        trust_remote_code=config.trust_remote_code,
-        attn_implementation=(
-            seq2seq_attention(config.attn_implementation)
-            if seq2seq
-            else training_attention(config.attn_implementation, data.packed)
-        ),
-        quantize_4bit=config.method == "qlora",
-        max_length=max_length,
-        tiny_seed=config.tiny_seed,
-        dtype=TRAIN_DTYPE,  # fp32 master weights whatever the checkpoint's dtype; bf16 runs autocast
+    attn = (
+        seq2seq_attention(config.attn_implementation)
+        if seq2seq
+        else training_attention(config.attn_implementation, data.packed)
     )
+    try:
+        model, tokenizer = load_model_and_tokenizer(
+            base,
+            tokenizer_dir or (str(config.model) if adapter else None),  # the adapter folder's tokenizer
+            trust_remote_code=config.trust_remote_code,
+            attn_implementation=attn,
+            quantize_4bit=config.method == "qlora",
+            max_length=max_length,
+            tiny_seed=config.tiny_seed,
+            dtype=TRAIN_DTYPE,  # fp32 master weights whatever the checkpoint's dtype; bf16 runs autocast
+        )
+    except InstructkitError as exc:
+        if data.packed and attn and repr(attn) in str(exc):  # e.g. GPT-Neo: a fixed table of attentions
+            raise InstructkitError(
+                f"{exc}: this model cannot take the attention {attn!r} that keeps packed examples apart; "
+                "prepare the data without --pack"
+            ) from exc
+        raise
     check_vocab_fits(tokenizer, model, config.model)
     check_model_kind(config, data, model)
     if is_rank_zero():
@@ -79,8 +89,6 @@ def build_model(config, data: PreparedData):
     model.config.use_cache = False  # a KV cache in the forward pass disables packed-sequence masks
     model = adapt_model(model, config, adapter)  # a new LoRA, the adapter continued or merged (full)
     if data.packed and seq2seq and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from ..errors import InstructkitError
-
         raise InstructkitError(
             "packed encoder-decoder rows train in one process only for now (the encoder runs outside "
             "the distributed wrapper); prepare the data without --pack or train on one device"
@@ -105,7 +113,6 @@ FP16_OVERFLOW_TYPES = ("t5", "mt5", "umt5", "longt5", "switch_transformers")
 def check_model_kind(config, data: PreparedData, model) -> None:
     """Refuse data prepared for one kind of model (causal / seq2seq) trained on the other, and fp16 for
     T5, whose activations overflow in fp16 (use bf16 where the hardware has it, else fp32)."""
-    from ..errors import InstructkitError
     from ..models.loading import model_kind
 
     data_kind = data.meta.get("model_kind", "causal")
@@ -231,8 +238,6 @@ def training_dataset(config, data: PreparedData, model, tokenizer):
 
 def check_objective_fits_data(config, data: PreparedData) -> None:
     """`objective: dpo` trains on preference pairs, and preference pairs only with it."""
-    from ..errors import InstructkitError
-
     if config.objective == "dpo" and data.kind != "preference":
         raise InstructkitError(
             f"{config.data}: --objective dpo needs preference data: prepare rows with chosen and rejected "
