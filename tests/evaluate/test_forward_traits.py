@@ -86,19 +86,21 @@ def test_probes_find_what_each_architecture_honours(name, tiny_tokenizer):
     assert backend.traits == ForwardTraits(*map(bool, ARCHITECTURES[name][2]))
 
 
+@pytest.mark.parametrize("deterministic", [False, True])
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
-def test_loglikelihoods_equal_each_request_alone(name, tiny_tokenizer):
+def test_loglikelihoods_equal_each_request_alone(name, deterministic, tiny_tokenizer):
     model = _model(name, tiny_tokenizer)
-    backend = HFBackend(model, tiny_tokenizer, batch_size=8)
+    backend = HFBackend(model, tiny_tokenizer, batch_size=8, deterministic=deterministic)
     pairs = [backend.encode_pair(c, x) for c in CONTEXTS for x in CONTINUATIONS]
     got = [r.logprob for r in backend.loglikelihood_tokens(pairs)]
     assert got == pytest.approx([_alone_logprob(model, c, x) for c, x in pairs], abs=1e-4)
 
 
+@pytest.mark.parametrize("deterministic", [False, True])
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
-def test_greedy_text_equals_generate_alone(name, tiny_tokenizer):
+def test_greedy_text_equals_generate_alone(name, deterministic, tiny_tokenizer):
     model = _model(name, tiny_tokenizer)
-    got = HFBackend(model, tiny_tokenizer, batch_size=8).generate(
+    got = HFBackend(model, tiny_tokenizer, batch_size=8, deterministic=deterministic).generate(
         [GenerationRequest(p, max_new_tokens=n) for p, n in zip(PROMPTS, LIMITS)]
     )
     assert [s[0].text for s in got] == [

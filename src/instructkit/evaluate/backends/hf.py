@@ -317,7 +317,10 @@ class HFBackend(Backend):
         runs on a copy of its KV cache, so every shape depends on one request only.
 
         A copy rather than `crop`: sliding-window caches forget context tokens and cannot be cropped back.
+        A model that cannot continue its own cache (traits.kv_cache) runs each request as one row instead.
         """
+        if not self.traits.kv_cache:
+            return [self._score_one_row(ctx, cont) for ctx, cont in pairs]
         groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
         for i, (ctx, cont) in enumerate(pairs):
             groups.setdefault(tuple(ctx), []).append((i, cont))
@@ -334,6 +337,12 @@ class HFBackend(Backend):
                     logits.append(tail.logits[0].float())
                 results[i] = _continuation_score(torch.cat(logits), cont)
         return results  # type: ignore[return-value]
+
+    def _score_one_row(self, ctx: list[int], cont: list[int]) -> Loglikelihood:
+        """One request as one unpadded row: context and continuation, no cache."""
+        ids = torch.tensor([(ctx + cont)[:-1]], device=self.device)
+        logits = self.model(input_ids=ids, use_cache=False).logits[0]
+        return _continuation_score(logits[len(ctx) - 1 :].float(), cont)
 
     def _right_pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
         lens = [len(s) for s in seqs]
