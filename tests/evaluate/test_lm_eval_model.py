@@ -139,6 +139,31 @@ def test_generation_tasks_match_hf(tiny_model, tiny_tokenizer, task_manager):
     assert_same_per_sample(ours, theirs, GEN_TASKS)
 
 
+def test_a_tokenizer_that_adds_bos_matches_hf(tiny_tokenizer, task_manager):
+    """Llama/Mistral-style tokenizers add `<s>` when encoding: contexts, continuations, rolling windows,
+    prompts and chat-templated prompts still come out as HFLM's, per sample."""
+    from helpers.bos_tokenizer import train_bos_tokenizer
+    from helpers.paths import TOKENIZER_CORPUS
+    from instructkit.models.tiny import BUILTIN_TEMPLATES, build_tiny_model
+
+    tokenizer = train_bos_tokenizer(TOKENIZER_CORPUS * 3)
+    assert tokenizer("Hi").input_ids[0] == tokenizer.bos_token_id
+    model = build_tiny_model("tiny:nano", tokenizer, seed=0).eval()
+    tasks = ["piqa", "mmlu_anatomy", "wikitext", "gsm8k"]
+    options = {"limit": 2, "gen_kwargs": {"max_gen_toks": 16}}
+    ours, theirs = _both(model, tokenizer, tasks, task_manager, batch_size=3, **options, **MMLU_5_SHOT)
+    assert_same_per_sample(ours, theirs, tasks)
+    chat = {"apply_chat_template": True, "system_instruction": "Be brief."}
+    for template in ("tulu", "llama3"):  # llama3's template writes `<s>` itself: it must not come twice
+        tokenizer.chat_template = BUILTIN_TEMPLATES[template]
+        ours, theirs = _both(model, tokenizer, ["piqa", "gsm8k"], task_manager, **options, **chat)
+        assert_same_per_sample(ours, theirs, ["piqa", "gsm8k"])
+        prompt = ours["samples"]["gsm8k"][0]["arguments"][0][0]
+        assert prompt.startswith("<s>") == (template == "llama3")
+        ids = lm_from_backend(HFBackend(model, tokenizer))._prompt_ids(prompt)
+        assert ids[0] == tokenizer.bos_token_id != ids[1]
+
+
 def test_rolling_windows_follow_max_length(tiny_model, tiny_tokenizer, task_manager):
     """A max_length far below the texts' lengths: several windows per text, still HFLM's numbers."""
     ours = lm_from_backend(HFBackend(tiny_model, tiny_tokenizer, batch_size=4), max_length=48)
