@@ -245,3 +245,23 @@ def test_caches_that_cannot_be_joined_decode_from_one_padded_batch_exactly(
     expected = [_reference(tiny_model, tiny_tokenizer, p, n) for p, n in zip(PROMPTS, limits)]
     assert [s[0].text for s in got] == expected
     assert counter.passes == 2 + max(s[0].num_tokens for s in got) - 1  # first group, batch, one per step
+
+
+def test_the_models_generation_rules_apply_as_in_generate(tiny_model, tiny_tokenizer):
+    """A generation config with a repetition penalty and n-gram blocking (Qwen2.5-Instruct ships a
+    repetition penalty): batched rows follow it as `generate` does, take no drafts, and the results
+    are not cached under the rule-free model's fingerprint."""
+    import copy
+
+    model = copy.deepcopy(tiny_model)
+    plain = HFBackend(model, tiny_tokenizer, batch_size=8)
+    limits = [7, 40, 3, 40, 25]
+    reqs = [GenerationRequest(p, max_new_tokens=n) for p, n in zip(PROMPTS, limits)]
+    before, fingerprint = [s[0].text for s in plain.generate(reqs)], plain.fingerprint()
+    model.generation_config.repetition_penalty = 1.5
+    model.generation_config.no_repeat_ngram_size = 3
+    ruled = HFBackend(model, tiny_tokenizer, batch_size=8)
+    got = [s[0].text for s in ruled.generate(reqs)]
+    assert got == [_reference(model, tiny_tokenizer, p, n) for p, n in zip(PROMPTS, limits)]
+    assert got != before
+    assert ruled.fingerprint() != fingerprint

@@ -108,17 +108,34 @@ def test_greedy_text_equals_generate_alone(name, deterministic, tiny_tokenizer):
     ]
 
 
-def test_models_without_a_cache_sample_reproducibly_and_stop_at_stop_strings(tiny_tokenizer):
+def _plain_greedy(model, tokenizer, prompt: str, max_new_tokens: int) -> str:
+    """Greedy decoding by full forward passes, no cache and no generation config: the plain reference."""
+    ids = tokenizer(prompt).input_ids
+    new: list[int] = []
+    with torch.inference_mode():
+        while len(new) < max_new_tokens and (not new or new[-1] != tokenizer.eos_token_id):
+            new.append(int(model(input_ids=torch.tensor([ids + new])).logits[0, -1].argmax()))
+    return tokenizer.decode(new, skip_special_tokens=True)
+
+
+def test_models_without_a_cache_decode_plainly_reproducibly_and_stop_at_stop_strings(tiny_tokenizer):
     model = _model("rwkv_no_cache", tiny_tokenizer)
     backend = HFBackend(model, tiny_tokenizer)
-    sampled = GenerationRequest(PROMPTS[1], max_new_tokens=12, temperature=0.8, n=3, seed=5)
-    first, again = backend.generate([sampled]), backend.generate([sampled])
-    assert [s.text for s in first[0]] == [s.text for s in again[0]]
-    assert len(first[0]) == 3 and all(s.num_tokens == 12 and s.logprob < 0 for s in first[0])
-    greedy = _alone_greedy(model, tiny_tokenizer, PROMPTS[1], 30)
+    greedy = _plain_greedy(model, tiny_tokenizer, PROMPTS[1], 30)
+    assert backend.generate([GenerationRequest(PROMPTS[1], max_new_tokens=30)])[0][0].text == greedy
     stop = greedy[len(greedy) // 2 : len(greedy) // 2 + 2]
     cut = backend.generate([GenerationRequest(PROMPTS[1], max_new_tokens=30, stop=(stop,))])[0][0]
     assert cut.text == greedy[: greedy.index(stop)]
+    sampled = GenerationRequest(PROMPTS[1], max_new_tokens=12, temperature=0.8, n=3, seed=5)
+    state = torch.get_rng_state()
+    first, again = backend.generate([sampled]), backend.generate([sampled])
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's random stream is untouched
+    assert [s.text for s in first[0]] == [s.text for s in again[0]]
+    assert len(first[0]) == 3 and all(s.num_tokens == 12 and s.logprob < 0 for s in first[0])
+    model.generation_config.repetition_penalty = 3.0  # the model's own generation rules apply, as in HFLM
+    model.generation_config.no_repeat_ngram_size = 2
+    ruled = HFBackend(model, tiny_tokenizer).generate([GenerationRequest(PROMPTS[1], max_new_tokens=30)])
+    assert ruled[0][0].text == _alone_greedy(model, tiny_tokenizer, PROMPTS[1], 30) != greedy
 
 
 def test_window_settings_are_read_from_every_config_spelling():

@@ -164,6 +164,20 @@ def test_a_tokenizer_that_adds_bos_matches_hf(tiny_tokenizer, task_manager):
         assert ids[0] == tokenizer.bos_token_id != ids[1]
 
 
+def test_the_models_generation_rules_match_hf(tiny_model, tiny_tokenizer, task_manager):
+    """HFLM's `generate` follows the model's generation config (Qwen2.5-Instruct ships a repetition
+    penalty): greedy text under a repetition penalty and n-gram blocking is still HFLM's, per sample."""
+    import copy
+
+    model = copy.deepcopy(tiny_model)
+    model.generation_config.repetition_penalty = 1.5
+    model.generation_config.no_repeat_ngram_size = 3
+    ours, theirs = _both(
+        model, tiny_tokenizer, ["gsm8k"], task_manager, limit=3, gen_kwargs={"max_gen_toks": 24}
+    )
+    assert_same_per_sample(ours, theirs, ["gsm8k"])
+
+
 def test_rolling_windows_follow_max_length(tiny_model, tiny_tokenizer, task_manager):
     """A max_length far below the texts' lengths: several windows per text, still HFLM's numbers."""
     ours = lm_from_backend(HFBackend(tiny_model, tiny_tokenizer, batch_size=4), max_length=48)

@@ -25,6 +25,8 @@ class Decoder:
         self.rngs = [_generator(r, s) for r, s in zip(reqs, sample_ids)]
         self.eos = stop_token_ids(backend.model, backend.tokenizer)  # EOS + generation_config's eos ids
         self.lookup: list[NgramIndex | None] = [None] * len(reqs)
+        self.rules: list[Any] = [None] * len(reqs)  # logits processors of the model's generation config
+        self.prompts: list[Sequence[int]] = [() for _ in reqs]
 
     @classmethod
     def per_sample(cls, backend: Any, reqs: list[GenerationRequest]) -> tuple[list[int], Decoder]:
@@ -32,10 +34,17 @@ class Decoder:
         rows = [b for b, r in enumerate(reqs) for _ in range(r.n)]
         return rows, cls(backend, [reqs[b] for b in rows], [s for r in reqs for s in range(r.n)])
 
+    def follow_rules(self, prompts: Sequence[Sequence[int]], rules_for: Any) -> None:
+        """Give each row the logits processors `rules_for(prompt length)` returns (None: none), applied to
+        its scores before it picks a token, as `generate` applies the model's generation config."""
+        for r, prompt in enumerate(prompts):
+            self.prompts[r], self.rules[r] = prompt, rules_for(len(prompt))
+
     def enable_drafts(self, prompts: Sequence[Sequence[int]]) -> None:
-        """Index each greedy row's prompt (`prompts[r]`, row order) for prompt-lookup drafts."""
+        """Index each greedy row's prompt (`prompts[r]`, row order) for prompt-lookup drafts; rows under
+        generation rules take none (a rule's verdict on a guess would depend on the guesses before it)."""
         for r, req in enumerate(self.reqs):
-            if req.temperature <= 0:
+            if req.temperature <= 0 and self.rules[r] is None:
                 self.lookup[r] = NgramIndex(prompts[r])
 
     def draft(self, r: int, limit: int) -> list[int]:
@@ -74,10 +83,11 @@ class Decoder:
         Position i's choice is emitted; the next position counts only if that choice equals the draft
         token fed there. Returns, per live row, how many fed positions were kept (kept drafts + 1).
         """
-        chosen = logits.argmax(-1)
+        scores = self._ruled(logits, live, slots)
+        chosen = scores.argmax(-1)
         for k, r in enumerate(live):
             if self.reqs[r].temperature > 0:
-                chosen[slots[k]] = self._sample(logits[slots[k]], self.reqs[r].temperature, self.rngs[r])
+                chosen[slots[k]] = self._sample(scores[slots[k]], self.reqs[r].temperature, self.rngs[r])
         picked = target_logprobs(logits, torch.arange(len(chosen), device=logits.device), chosen).tolist()
         chosen_ids = chosen.tolist()
         kept = []
@@ -91,6 +101,18 @@ class Decoder:
                 i += 1
             kept.append(i + 1)
         return kept
+
+    def _ruled(self, logits: torch.Tensor, live: list[int], slots: list[int]) -> torch.Tensor:
+        """`logits` with each ruled row's processors applied at its (only) fed position; the log-probs
+        reported stay those of the model's own logits, as `generate`'s `output_logits`."""
+        if all(self.rules[r] is None for r in live):
+            return logits
+        scores = logits.clone()
+        for k, r in enumerate(live):
+            if self.rules[r] is not None:
+                ids = torch.tensor([[*self.prompts[r], *self.tokens[r]]], device=logits.device)
+                scores[slots[k]] = self.rules[r](ids, scores[slots[k]][None])[0]
+        return scores
 
     def _emit(self, r: int, token: int, logprob: float) -> None:
         self.tokens[r].append(token)

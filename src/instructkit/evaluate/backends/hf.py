@@ -104,6 +104,7 @@ class HFBackend(Backend):
         self.pad_id = _first_not_none(tokenizer.pad_token_id, tokenizer.eos_token_id, 0)
         self._traits: ForwardTraits | None = None
         self._pair_cost: float | None = None  # attention_pair_cost, once
+        self._rules: dict[int, Any] = {}  # generation_rules per prompt length
 
     @classmethod
     def from_pretrained(
@@ -148,6 +149,7 @@ class HFBackend(Backend):
                 weights,
                 tokenizer_digest(self.tokenizer),
                 self.model.config.to_json_string(use_diff=False),
+                _generation_config_json(self.model),
                 str(getattr(self.model.config, "_attn_implementation", None)),
                 f"{dtype}:{self.device.type}:{self.max_length}:{mode}",
             )
@@ -374,17 +376,34 @@ class HFBackend(Backend):
             self._generate_batch(reqs, ids, results, batch, prefix, cache)
         return results
 
+    def generation_config(self, **overrides: Any) -> Any:
+        """The model's generation config as `generate` merges it (its own settings over transformers'
+        defaults), then `overrides`: what HFLM's `generate` calls decode under."""
+        config, _ = self.model._prepare_generation_config(None, **overrides)
+        return config
+
+    def generation_rules(self, prompt_length: int) -> Any:
+        """The logits processors the model's generation config asks of greedy `generate` after a prompt of
+        this length (repetition penalty, n-gram blocking, bad words, minimum length, ...), as lm-eval's
+        `hf` model gets them; None when it asks none (SmolLM2, most base models), the fast case."""
+        if prompt_length not in self._rules:
+            config = self.generation_config(do_sample=False, num_beams=1)
+            rules = self.model._get_logits_processor(
+                config, input_ids_seq_length=prompt_length, device=self.device, model_kwargs={}
+            )
+            self._rules[prompt_length] = rules if len(rules) else None
+        return self._rules[prompt_length]
+
     def _generate_alone(self, req: GenerationRequest, prompt: list[int]) -> list[Sample]:
         """One request through transformers' `generate` (models whose forward returns no `Cache`, such as
-        RWKV): the same stop tokens, stop strings, sampling seed and per-sample log-probabilities."""
+        RWKV): greedy or temperature sampling under the model's generation rules, as the decoding loop does
+        it (one beam, no top-k/top-p); the same stop tokens, stop strings, sampling seed (the caller's
+        random state is left as it was) and log-probabilities."""
         sampled = req.temperature > 0
-        if sampled:
-            torch.manual_seed(req.seed)
-        out = self.model.generate(
-            torch.tensor([prompt], device=self.device),
-            attention_mask=torch.ones((1, len(prompt)), dtype=torch.long, device=self.device),
+        config = self.generation_config(
             max_new_tokens=req.max_new_tokens,
             do_sample=sampled,
+            num_beams=1,
             **({"temperature": req.temperature, "top_k": 0, "top_p": 1.0} if sampled else {}),
             num_return_sequences=req.n,
             eos_token_id=sorted(stop_token_ids(self.model, self.tokenizer)),
@@ -392,6 +411,14 @@ class HFBackend(Backend):
             return_dict_in_generate=True,
             output_logits=True,
         )
+        cuda = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda, device_type=self.device.type if cuda else "cuda"):
+            torch.manual_seed(req.seed)
+            out = self.model.generate(
+                torch.tensor([prompt], device=self.device),
+                attention_mask=torch.ones((1, len(prompt)), dtype=torch.long, device=self.device),
+                generation_config=config,
+            )
         logits = torch.stack(out.logits, dim=1).float()  # (n, steps, vocab)
         new = out.sequences[:, len(prompt) :]
         return [self._sample_of(req, new[k].tolist(), logits[k]) for k in range(req.n)]
@@ -439,6 +466,7 @@ class HFBackend(Backend):
         room = max(r.max_new_tokens for r in reqs)
         logits, cache, mask, next_pos = self._prefill(prompts, prefix, prefix_cache, room)
         rows, decoder = Decoder.per_sample(self, reqs)
+        decoder.follow_rules([prompts[b] for b in rows], self.generation_rules)
         if len(rows) != len(reqs):  # n samples per prompt: copy its cache once per sample
             cache.reorder_cache(torch.tensor(rows, device=self.device))
         if grows_in_place(cache):
@@ -662,6 +690,12 @@ def _continuation_score(logits: torch.Tensor, cont: list[int]) -> Loglikelihood:
     picked = logprobs.gather(1, target[:, None]).squeeze(1)
     greedy = bool((logits.argmax(-1) == target).all().item())
     return Loglikelihood(float(picked.sum().item()), greedy, len(cont))
+
+
+def _generation_config_json(model: Any) -> str:
+    """The generation config a decoding follows (its rules change greedy text), as JSON; "" if none."""
+    config = getattr(model, "generation_config", None)
+    return config.to_json_string(use_diff=False) if config is not None else ""
 
 
 def _first_not_none(*values: Any) -> Any:
