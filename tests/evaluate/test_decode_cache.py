@@ -265,3 +265,16 @@ def test_the_models_generation_rules_apply_as_in_generate(tiny_model, tiny_token
     assert got == [_reference(model, tiny_tokenizer, p, n) for p, n in zip(PROMPTS, limits)]
     assert got != before
     assert ruled.fingerprint() != fingerprint
+
+
+def test_generation_settings_left_in_the_model_config_do_not_stop_decoding(tiny_model, tiny_tokenizer):
+    """transformers' `generate` refuses a model.config carrying generation settings; the backend decodes
+    under the model's generation config instead, as before the rules were followed."""
+    import copy
+
+    model = copy.deepcopy(tiny_model)
+    model.config.no_repeat_ngram_size = 3
+    got = HFBackend(model, tiny_tokenizer).generate([GenerationRequest(PROMPTS[0], max_new_tokens=6)])
+    assert got[0][0].num_tokens == 6 or got[0][0].text == _reference(
+        tiny_model, tiny_tokenizer, PROMPTS[0], 6
+    )

@@ -379,7 +379,11 @@ class HFBackend(Backend):
     def generation_config(self, **overrides: Any) -> Any:
         """The model's generation config as `generate` merges it (its own settings over transformers'
         defaults), then `overrides`: what HFLM's `generate` calls decode under."""
-        config, _ = self.model._prepare_generation_config(None, **overrides)
+        try:
+            config, _ = self.model._prepare_generation_config(None, **overrides)
+        except ValueError:  # generation settings left in model.config, which `generate` refuses
+            config = copy.deepcopy(self.model.generation_config)
+            config.update(**overrides)
         return config
 
     def generation_rules(self, prompt_length: int) -> Any:
