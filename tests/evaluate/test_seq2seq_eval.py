@@ -198,8 +198,8 @@ SEQ2SEQ_ARCHITECTURES = {
 @pytest.mark.parametrize("name", sorted(SEQ2SEQ_ARCHITECTURES))
 def test_other_encoder_decoders_score_and_decode_as_plain_transformers(t5, name):
     """BART-style models (learned positions, their own decoder start) and LongT5's local attention:
-    log-likelihoods equal one plain forward per request and greedy text plain greedy `generate`
-    (the generation config's beams, n-gram blocking and forced tokens switched off on both sides)."""
+    log-likelihoods equal one plain forward per request and greedy text greedy `generate` under the
+    model's generation config (one beam: the backend never searches beams)."""
     import transformers
 
     _, tok = t5
@@ -219,11 +219,8 @@ def test_other_encoder_decoders_score_and_decode_as_plain_transformers(t5, name)
             logits = model(input_ids=torch.tensor([ctx]), decoder_input_ids=dec).logits[0].log_softmax(-1)
         assert got.logprob == pytest.approx(sum(logits[i, t].item() for i, t in enumerate(cont)), abs=1e-4)
     plain = {
-        "num_beams": 1,
-        "no_repeat_ngram_size": 0,
-        "forced_bos_token_id": None,
-        "forced_eos_token_id": None,
-    }
+        "num_beams": 1
+    }  # the model's other generation rules (forced tokens, n-grams) apply on both sides
     for context, sample in zip(
         CONTEXTS, backend.generate([GenerationRequest(c, max_new_tokens=12) for c in CONTEXTS])
     ):

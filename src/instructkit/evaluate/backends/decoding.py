@@ -35,10 +35,11 @@ class Decoder:
         return rows, cls(backend, [reqs[b] for b in rows], [s for r in reqs for s in range(r.n)])
 
     def follow_rules(self, prompts: Sequence[Sequence[int]], rules_for: Any) -> None:
-        """Give each row the logits processors `rules_for(prompt length)` returns (None: none), applied to
-        its scores before it picks a token, as `generate` applies the model's generation config."""
+        """Give each row the logits processors `rules_for(prompt length, token limit)` returns (None:
+        none), applied to its scores before it picks a token, as `generate` applies the model's generation
+        config. `prompts[r]`: the ids row r decodes after (a decoder's start token for an encoder-decoder)."""
         for r, prompt in enumerate(prompts):
-            self.prompts[r], self.rules[r] = prompt, rules_for(len(prompt))
+            self.prompts[r], self.rules[r] = prompt, rules_for(len(prompt), self.reqs[r].max_new_tokens)
 
     def enable_drafts(self, prompts: Sequence[Sequence[int]]) -> None:
         """Index each greedy row's prompt (`prompts[r]`, row order) for prompt-lookup drafts; rows under

@@ -104,7 +104,7 @@ class HFBackend(Backend):
         self.pad_id = _first_not_none(tokenizer.pad_token_id, tokenizer.eos_token_id, 0)
         self._traits: ForwardTraits | None = None
         self._pair_cost: float | None = None  # attention_pair_cost, once
-        self._rules: dict[int, Any] = {}  # generation_rules per prompt length
+        self._rules: dict[tuple[int, int], Any] = {}  # generation_rules per prompt and new-token limit
 
     @classmethod
     def from_pretrained(
@@ -386,17 +386,21 @@ class HFBackend(Backend):
             config.update(**overrides)
         return config
 
-    def generation_rules(self, prompt_length: int) -> Any:
+    def generation_rules(self, prompt_length: int, max_new_tokens: int) -> Any:
         """The logits processors the model's generation config asks of greedy `generate` after a prompt of
-        this length (repetition penalty, n-gram blocking, bad words, minimum length, ...), as lm-eval's
-        `hf` model gets them; None when it asks none (SmolLM2, most base models), the fast case."""
-        if prompt_length not in self._rules:
-            config = self.generation_config(do_sample=False, num_beams=1)
+        this length (repetition penalty, n-gram blocking, bad words, minimum length, forced tokens, ...),
+        as lm-eval's `hf` model gets them; None when it asks none (SmolLM2, most base models), the fast
+        case. For an encoder-decoder the prompt is the decoder's start token."""
+        key = (prompt_length, max_new_tokens)
+        if key not in self._rules:
+            config = self.generation_config(
+                do_sample=False, num_beams=1, max_length=prompt_length + max_new_tokens
+            )
             rules = self.model._get_logits_processor(
                 config, input_ids_seq_length=prompt_length, device=self.device, model_kwargs={}
             )
-            self._rules[prompt_length] = rules if len(rules) else None
-        return self._rules[prompt_length]
+            self._rules[key] = rules if len(rules) else None
+        return self._rules[key]
 
     def _generate_alone(self, req: GenerationRequest, prompt: list[int]) -> list[Sample]:
         """One request through transformers' `generate` (models whose forward returns no `Cache`, such as

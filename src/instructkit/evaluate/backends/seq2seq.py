@@ -198,6 +198,7 @@ class Seq2SeqBackend(HFBackend):
         """Encode the prompts once, repeat each output for its `n` samples, decode until all rows finish."""
         hidden, mask = self._encode(prompts)
         rows, decoder = Decoder.per_sample(self, reqs)
+        decoder.follow_rules([[self.decoder_start]] * len(rows), self.generation_rules)
         idx = torch.tensor(rows, device=self.device)
         hidden, mask = hidden[idx], mask[idx]
         live = list(range(len(rows)))
