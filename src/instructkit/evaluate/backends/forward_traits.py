@@ -52,7 +52,8 @@ class ForwardTraits:
 def probe_forward_traits(model: Any, cache_kw: str) -> ForwardTraits:
     """Run the probes on `model` (seven forward passes of at most 44 tokens)."""
     device = next(model.parameters()).device
-    vocab = model.get_input_embeddings().num_embeddings
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    vocab = getattr(embeddings, "num_embeddings", None) or model.config.vocab_size
     gen = torch.Generator().manual_seed(0)
     seq = torch.randint(0, vocab, (PROBE_TOKENS + 2 * GAP_TOKENS,), generator=gen)
     seq, junk = seq[:PROBE_TOKENS].to(device), seq[PROBE_TOKENS:].to(device)

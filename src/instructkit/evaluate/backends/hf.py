@@ -392,6 +392,8 @@ class HFBackend(Backend):
         as lm-eval's `hf` model gets them; None when it asks none (SmolLM2, most base models), the fast
         case. For an encoder-decoder the prompt is the decoder's start token."""
         key = (prompt_length, max_new_tokens)
+        if not hasattr(self.model, "_get_logits_processor"):  # a model without transformers' generate
+            return None
         if key not in self._rules:
             config = self.generation_config(
                 do_sample=False, num_beams=1, max_length=prompt_length + max_new_tokens
@@ -437,7 +439,7 @@ class HFBackend(Backend):
         end = next((i + 1 for i, t in enumerate(tokens) if t in eos), len(tokens))
         tokens = tokens[:end]
         picked = torch.log_softmax(logits[:end], dim=-1).gather(
-            1, torch.tensor(tokens)[:, None].to(logits.device)
+            1, torch.tensor(tokens, dtype=torch.long)[:, None].to(logits.device)
         )
         text = self.tokenizer.decode([t for t in tokens if t not in eos], skip_special_tokens=True)
         return Sample(cut_at_stop(text, req.stop)[0], float(picked.sum()), len(tokens))
