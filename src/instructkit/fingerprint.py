@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from .atomic import write_atomic
+from .jsonl import text_lines
 
 _CHUNK = 1 << 22
 _LOCK = threading.Lock()
@@ -61,8 +62,8 @@ def _read_memo_file() -> tuple[dict[str, dict], int]:
     """Entries by path (the last line for a path wins) and the number of lines read."""
     memo: dict[str, dict] = {}
     try:
-        lines = _memo_path().read_text().splitlines()
-    except OSError:
+        lines = [line for line in text_lines(_memo_path()) if line]
+    except (OSError, UnicodeDecodeError):
         return memo, 0
     for line in lines:
         try:

@@ -121,6 +121,17 @@ def test_local_data_errors_name_the_file_and_record(tmp_path):
     assert local_task_dir(tmp_path, tmp_path / "out") == ["piqa", "mmlu_anatomy"]
 
 
+def test_mgsm_file_errors_name_the_file_and_row(tmp_path):
+    (tmp_path / "mgsm").mkdir()
+    (tmp_path / "mgsm" / "mgsm_en.tsv").write_text("Q one?\t3\nQ two?\tthree\n", encoding="utf-8")
+    with pytest.raises(InstructkitError, match=r"mgsm_en.tsv: row 2 needs question<TAB>integer answer"):
+        local_task_dir(tmp_path, tmp_path / "out")
+    (tmp_path / "mgsm" / "mgsm_en.tsv").write_text("Q one?\t3\n", encoding="utf-8")
+    (tmp_path / "mgsm" / "mgsm_exemplars.jsonl").write_text('{"lang": "en", "q": "Q"}\n', encoding="utf-8")
+    with pytest.raises(InstructkitError, match=r"mgsm_exemplars.jsonl: row 1 lacks field 'a'"):
+        local_task_dir(tmp_path, tmp_path / "out")
+
+
 def test_loglikelihood_tasks_match_hf(tiny_model, tiny_tokenizer, task_manager):
     """Multiple choice (one context, several continuations; winogrande: several contexts, one
     continuation), MMLU 5-shot and rolling log-likelihood (wikitext) equal HFLM per sample."""
@@ -176,6 +187,23 @@ def test_the_models_generation_rules_match_hf(tiny_model, tiny_tokenizer, task_m
         model, tiny_tokenizer, ["gsm8k"], task_manager, limit=3, gen_kwargs={"max_gen_toks": 24}
     )
     assert_same_per_sample(ours, theirs, ["gsm8k"])
+
+
+def test_mgsm_tasks_read_the_shared_files_and_match_hf(tiny_model, tiny_tokenizer, task_manager, shared_data):
+    """MGSM's TSVs and exemplars become lm-eval's `juletxara/mgsm` rows (answers like "2,125" as the
+    integer 2125, exemplars as the train split): direct and native CoT, 3-shot, equal HFLM per sample."""
+    from lm_eval.tasks import get_task_dict
+
+    tasks = ["mgsm_direct_de", "mgsm_native_cot_ja"]
+    docs = get_task_dict(["mgsm_native_cot_de"], task_manager)["mgsm_native_cot_de"]
+    test, train = list(docs.test_docs()), list(docs.training_docs())
+    assert (len(test), len(train)) == (250, 8) and test[146]["answer_number"] == 2125
+    assert docs.doc_to_target(train[0]).startswith("Roger")  # the exemplar's answer after its prefix
+    assert docs.doc_to_text(test[0]).startswith("Frage: ")  # test rows carry no answer
+    options = {"limit": 2, "gen_kwargs": {"max_gen_toks": 16}, "task_num_fewshot": dict.fromkeys(tasks, 3)}
+    ours, theirs = _both(tiny_model, tiny_tokenizer, tasks, task_manager, **options)
+    assert_same_per_sample(ours, theirs, tasks)
+    assert ours["samples"]["mgsm_native_cot_ja"][0]["arguments"][0][0].count("ステップごとの答え") == 4
 
 
 def test_rolling_windows_follow_max_length(tiny_model, tiny_tokenizer, task_manager):

@@ -3,13 +3,13 @@ each pair judged in both orders so position bias cancels; a split verdict counts
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import InstructkitError
+from ..jsonl import read_records
 from .backends.base import Backend
 from .metrics import bootstrap_ci, mean
 from .requests import GenerationRequest
@@ -68,7 +68,7 @@ def read_samples(run: Path, task: str) -> dict[str, dict]:
     path = Path(run) / "samples" / f"{task.replace('/', '__')}.jsonl"
     if not path.is_file():
         raise InstructkitError(f"{path}: no samples for task {task!r}")
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = read_records(path)
     return {str(r["id"]): r for r in rows}
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InstructkitError
+from ..jsonl import read_records, text_lines
 
 # Official task YAMLs (relative to lm_eval/tasks) that fixture files may stand in for.
 FIXTURE_TASKS = {
@@ -30,6 +31,7 @@ FIXTURE_TASKS = {
     "ifeval": "ifeval/ifeval.yaml",
 }
 BBH_VARIANTS = ("cot_fewshot", "cot_zeroshot", "fewshot", "zeroshot")
+MGSM_VARIANTS = ("direct", "native_cot", "en_cot")
 SPLIT_KEYS = ("training_split", "validation_split", "test_split", "fewshot_split")
 
 
@@ -104,6 +106,11 @@ def _shared_tasks(data: Path, converted: Path, official: Path) -> Iterable[tuple
                 yield f"bbh_{variant}_{file.stem}", include, {"test": file}, {"field": "examples"}
     if (data / "ifeval" / "input_data.jsonl").is_file():
         yield "ifeval", official / "ifeval/ifeval.yaml", {"train": data / "ifeval/input_data.jsonl"}, {}
+    for lang, splits in _mgsm(data / "mgsm", converted).items():
+        for variant in MGSM_VARIANTS:
+            include = official / f"mgsm/{variant}/mgsm_{variant}_{lang}.yaml"
+            if include.is_file():
+                yield f"mgsm_{variant}_{lang}", include, splits, {}
     wiki = data / "raw_text" / "wikitext-2_test_paragraphs.jsonl"
     if wiki.is_file():
         yield "wikitext", official / "wikitext/wikitext.yaml", {"test": _wikitext(wiki, converted)}, {}
@@ -126,7 +133,7 @@ def _fixture_tasks(fixtures: Path, official: Path) -> Iterable[tuple[str, Path, 
 
 def _piqa(folder: Path, converted: Path) -> Path:
     """valid.jsonl + valid-labels.lst → the hub schema (goal, sol1, sol2, label)."""
-    rows = [json.loads(line) for line in (folder / "valid.jsonl").read_text("utf-8").splitlines() if line]
+    rows = read_records(folder / "valid.jsonl")
     labels = (folder / "valid-labels.lst").read_text("utf-8").split()
     if len(labels) != len(rows):
         raise InstructkitError(
@@ -167,9 +174,68 @@ def _mmlu_rows(path: Path, subject: str) -> list[dict[str, Any]]:
     return rows
 
 
+def _mgsm(folder: Path, converted: Path) -> dict[str, dict[str, Path]]:
+    """Each language's `mgsm_<lang>.tsv` (question, answer number) and its 8 rows of
+    `mgsm_exemplars.jsonl` → the `juletxara/mgsm` schema lm-eval reads (question, answer, answer_number,
+    equation_solution): `test` rows without an answer, `train` exemplars with their step-by-step one."""
+    exemplars: dict[str, list[dict[str, Any]]] = {}
+    shots = folder / "mgsm_exemplars.jsonl"
+    if shots.is_file():
+        for n, line in enumerate(text_lines(shots), start=1):
+            if line.strip():
+                row = _json_row(shots, n, line, ("lang", "q", "a", "number_answer", "equation_solution"))
+                exemplars.setdefault(row["lang"], []).append(
+                    {
+                        "question": row["q"],
+                        "answer": row["a"],
+                        "answer_number": row["number_answer"],
+                        "equation_solution": row["equation_solution"],
+                    }
+                )
+    languages: dict[str, dict[str, Path]] = {}
+    for tsv in sorted(folder.glob("mgsm_*.tsv")):
+        lang = tsv.stem.removeprefix("mgsm_")
+        out = converted / "mgsm" / lang
+        splits = {}
+        if exemplars.get(lang):  # first: the `json` builder takes its column types from the first split,
+            splits["train"] = _write_jsonl(out / "train.jsonl", exemplars[lang])  # and test has no answers
+        splits["test"] = _write_jsonl(out / "test.jsonl", _mgsm_rows(tsv))
+        languages[lang] = splits
+    return languages
+
+
+def _mgsm_rows(path: Path) -> list[dict[str, Any]]:
+    """TSV rows (question, answer number) as test rows; "2,125" is the integer 2125 (the hub schema's
+    `answer_number` is an integer)."""
+    rows = []
+    for n, line in enumerate(text_lines(path), start=1):
+        if not line:
+            continue
+        fields = line.split("\t")
+        number = fields[-1].strip().replace(",", "") if len(fields) == 2 else ""
+        if not number.lstrip("-").isdigit():
+            raise InstructkitError(f"{path}: row {n} needs question<TAB>integer answer, got {line[:80]!r}")
+        rows.append(
+            {"question": fields[0], "answer": None, "answer_number": int(number), "equation_solution": None}
+        )
+    return rows
+
+
+def _json_row(path: Path, n: int, line: str, fields: tuple[str, ...]) -> dict[str, Any]:
+    """Row `n` of a JSONL file, with every one of `fields`; a clear error naming the file, row and field."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise InstructkitError(f"{path}: row {n} is not JSON ({exc.msg})") from exc
+    missing = [f for f in fields if f not in row]
+    if missing:
+        raise InstructkitError(f"{path}: row {n} lacks field {missing[0]!r}")
+    return row
+
+
 def _wikitext(path: Path, converted: Path) -> Path:
     """WikiText-2 test paragraphs → the document-level schema's `page` field."""
-    rows = [json.loads(line) for line in path.read_text("utf-8").splitlines() if line]
+    rows = read_records(path)
     return _write_jsonl(converted / "wikitext" / "test.jsonl", [{"page": r["text"]} for r in rows])
 
 

@@ -12,7 +12,6 @@ Many per-task tests are corrected with Holm's method (`holm`), so one lucky row 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ..jsonl import read_records
 from .metrics import EXACT_FLIPS, percentile_interval, sign_flip_test, stratified_bootstrap
 
 ALPHA = 0.05
@@ -210,7 +210,7 @@ def task_rows(results: dict[str, Any], task: str) -> dict[str, float] | None:
     if not path.is_file():
         return None
     metric = summary["metric"]
-    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = read_records(path)
     rows = {str(r["id"]): 100 * float(r[metric]) for r in records if metric in r}
     if (
         not rows

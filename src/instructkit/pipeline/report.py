@@ -18,6 +18,7 @@ from ..atomic import write_atomic
 from ..evaluate import significance as sig
 from ..evaluate.eval_report import load_run, warning_lines
 from ..evaluate.html_report import Section, Table, render_markdown, write_html
+from ..jsonl import read_records
 
 SECTIONS = (
     "Summary",
@@ -81,8 +82,7 @@ def _losses(path: Path) -> list[tuple[int, float]]:
     if not path.is_file():
         return []
     points = []
-    for line in path.read_text().splitlines():
-        row = json.loads(line)
+    for row in read_records(path):
         if "loss" in row and "step" in row:
             points.append((int(row["step"]), float(row["loss"])))
     return points

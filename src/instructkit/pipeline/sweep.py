@@ -9,6 +9,7 @@ from typing import Any
 
 from .. import charts
 from ..atomic import write_atomic
+from ..jsonl import read_records
 from .recipe import Recipe, sweep_recipes
 from .runner import build_pipeline
 from .stage import STAGE_FILE
@@ -54,7 +55,7 @@ def metric_value(run_root: Path, metric: str) -> float | None:
 
 
 def _mean_tokens_per_second(path: Path) -> float | None:
-    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows = read_records(path)
     speeds = [r["trained_tokens_per_second"] for r in rows if "trained_tokens_per_second" in r]
     return sum(speeds) / len(speeds) if speeds else None
 

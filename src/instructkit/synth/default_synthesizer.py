@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InstructkitError
+from ..jsonl import read_records
 
 UNSEEN = ("reading_who",)
 
@@ -125,7 +126,7 @@ def _measure(out: Path, model: Path, s: SynthesizerSize) -> dict[str, Any]:
 def _eval_rows(out: Path, s: SynthesizerSize) -> list[dict[str, str]]:
     from .task_rows import read_task_rows
 
-    held = [json.loads(line) for line in (out / "synth_data" / "held_out.jsonl").read_text().splitlines()]
+    held = read_records(out / "synth_data" / "held_out.jsonl")
     random.Random(0).shuffle(held)
     unseen = [r for name in UNSEEN for r in read_task_rows(f"procedural:{name}:{s.eval_rows}")]
     return held[: s.eval_rows] + unseen

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InstructkitError
+from ..jsonl import read_records
 from .config import MeasureSettings, SynthesizerTraining, TrainDataConfig
 
 EVAL_FILE = "synth_eval.json"
@@ -87,7 +88,7 @@ def evaluation_rows(out: Path, spec: SynthesizerTraining, seed: int = 0) -> list
     """Up to `eval_rows` rows per dataset: held-out texts of seen datasets, any text of unseen ones."""
     from .task_rows import read_task_rows
 
-    held = [json.loads(line) for line in (out / "synth_data" / "held_out.jsonl").read_text().splitlines()]
+    held = read_records(out / "synth_data" / "held_out.jsonl")
     rows = [r for source in spec.sources for r in read_task_rows(source)]
     by_dataset: dict[str, list[dict[str, str]]] = defaultdict(list)
     for row in held + split_unseen(rows, spec.unseen, spec.sources)[1]:

@@ -25,6 +25,7 @@ from typing import Any
 
 from ..atomic import atomic_file
 from ..fingerprint import path_digest
+from ..jsonl import text_lines
 from ..models.adapters import ADAPTER_CONFIG, BASE_FILE
 
 STAGING = ".staging"
@@ -141,9 +142,7 @@ def truncate_jsonl(path: str | Path, max_step: int) -> None:
     path = Path(path)
     if not path.exists():
         return
-    keep = [
-        line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= max_step
-    ]
+    keep = [line for line in text_lines(path) if line and json.loads(line).get("step", 0) <= max_step]
     with atomic_file(path) as f:
         f.write("".join(line + "\n" for line in keep))
 
