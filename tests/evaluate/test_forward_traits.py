@@ -159,3 +159,17 @@ def test_the_real_model_keeps_every_fast_path_in_every_dtype(smollm2, tiny_token
     model = tf.AutoModelForCausalLM.from_pretrained(str(smollm2.directory), dtype=dtype).eval()
     traits = HFBackend(model, tiny_tokenizer).traits
     assert traits == ForwardTraits(True, True, True, True), traits.slower_paths()
+
+
+def test_a_model_left_in_training_mode_is_evaluated_without_dropout(tiny_tokenizer):
+    """A model handed over straight from training (dropout on) scores as in eval mode, every time."""
+    config = tf.LlamaConfig(
+        vocab_size=len(tiny_tokenizer), attention_dropout=0.5, **SMALL, hidden_size=32, intermediate_size=64
+    )
+    torch.manual_seed(0)
+    model = tf.LlamaForCausalLM(config).train()
+    pairs = [(tiny_tokenizer(CONTEXTS[0]).input_ids, tiny_tokenizer(" apple").input_ids)]
+    first = HFBackend(model, tiny_tokenizer).loglikelihood_tokens(pairs)[0].logprob
+    assert not model.training
+    again = HFBackend(model, tiny_tokenizer).loglikelihood_tokens(pairs)[0].logprob
+    assert first == pytest.approx(again, abs=1e-6) == _alone_logprob(model, *pairs[0])

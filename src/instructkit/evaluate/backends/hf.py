@@ -91,6 +91,7 @@ class HFBackend(Backend):
         warnings: Sequence[str] = (),
     ):
         self.model, self.tokenizer = model, tokenizer
+        model.eval()  # as lm-eval's hf model does: an in-memory model fresh from training has dropout on
         self.warnings = list(warnings)
         self.batch_size = max(1, batch_size)
         self.max_batch_tokens = max_batch_tokens
