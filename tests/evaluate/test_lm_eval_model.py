@@ -128,7 +128,7 @@ def test_mgsm_file_errors_name_the_file_and_row(tmp_path):
         local_task_dir(tmp_path, tmp_path / "out")
     (tmp_path / "mgsm" / "mgsm_en.tsv").write_text("Q one?\t3\n", encoding="utf-8")
     (tmp_path / "mgsm" / "mgsm_exemplars.jsonl").write_text('{"lang": "en", "q": "Q"}\n', encoding="utf-8")
-    with pytest.raises(InstructkitError, match=r"mgsm_exemplars.jsonl: row 1 lacks field 'a'"):
+    with pytest.raises(InstructkitError, match=r"mgsm_exemplars.jsonl:1: a: missing field"):
         local_task_dir(tmp_path, tmp_path / "out")
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import InstructkitError
 from ..jsonl import read_records, text_lines
+from .suites.io import require
 
 # Official task YAMLs (relative to lm_eval/tasks) that fixture files may stand in for.
 FIXTURE_TASKS = {
@@ -180,18 +181,14 @@ def _mgsm(folder: Path, converted: Path) -> dict[str, dict[str, Path]]:
     equation_solution): `test` rows without an answer, `train` exemplars with their step-by-step one."""
     exemplars: dict[str, list[dict[str, Any]]] = {}
     shots = folder / "mgsm_exemplars.jsonl"
-    if shots.is_file():
-        for n, line in enumerate(text_lines(shots), start=1):
-            if line.strip():
-                row = _json_row(shots, n, line, ("lang", "q", "a", "number_answer", "equation_solution"))
-                exemplars.setdefault(row["lang"], []).append(
-                    {
-                        "question": row["q"],
-                        "answer": row["a"],
-                        "answer_number": row["number_answer"],
-                        "equation_solution": row["equation_solution"],
-                    }
-                )
+    for n, row in enumerate(read_records(shots) if shots.is_file() else [], start=1):
+        lang, question, answer, number, solution = (
+            require(row, field, str(shots), n)
+            for field in ("lang", "q", "a", "number_answer", "equation_solution")
+        )
+        exemplars.setdefault(lang, []).append(
+            {"question": question, "answer": answer, "answer_number": number, "equation_solution": solution}
+        )
     languages: dict[str, dict[str, Path]] = {}
     for tsv in sorted(folder.glob("mgsm_*.tsv")):
         lang = tsv.stem.removeprefix("mgsm_")
@@ -219,18 +216,6 @@ def _mgsm_rows(path: Path) -> list[dict[str, Any]]:
             {"question": fields[0], "answer": None, "answer_number": int(number), "equation_solution": None}
         )
     return rows
-
-
-def _json_row(path: Path, n: int, line: str, fields: tuple[str, ...]) -> dict[str, Any]:
-    """Row `n` of a JSONL file, with every one of `fields`; a clear error naming the file, row and field."""
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise InstructkitError(f"{path}: row {n} is not JSON ({exc.msg})") from exc
-    missing = [f for f in fields if f not in row]
-    if missing:
-        raise InstructkitError(f"{path}: row {n} lacks field {missing[0]!r}")
-    return row
 
 
 def _wikitext(path: Path, converted: Path) -> Path:

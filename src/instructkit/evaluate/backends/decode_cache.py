@@ -21,6 +21,9 @@ from transformers.cache_utils import DynamicCache, DynamicLayer
 # A forward pass costs about this many tokens' work beyond its tokens (call overhead, matrix products
 # too short to run at full speed): a group of prompts is split only where that saves more padding.
 PREFILL_OVERHEAD_TOKENS = 8
+# The masked CPU attention kernel ran at about half the matrix products' speed (SmolLM2-135M: 51 against
+# 87 GFLOP/s), so a pair of attention costs twice its FLOPs in tokens' worth of linear work.
+MASKED_ATTENTION_SLOWDOWN = 2
 
 
 def prefill_groups(
@@ -58,9 +61,8 @@ def prefill_groups(
 
 def attention_pair_cost(model: Any) -> float:
     """One query-key pair of attention in every layer, in tokens' worth of the linear layers' work:
-    4·layers·heads·head_dim FLOPs against 2 per weight outside the embeddings, doubled because the
-    masked CPU attention kernel ran at about half the matrix products' speed (SmolLM2-135M: 51 against
-    87 GFLOP/s). 0 when the config does not say its shape."""
+    4·layers·heads·head_dim FLOPs against 2 per weight outside the embeddings, times
+    MASKED_ATTENTION_SLOWDOWN. 0 when the config does not say its shape."""
     config = model.config
     heads = getattr(config, "num_attention_heads", None)
     layers = getattr(config, "num_hidden_layers", None)
@@ -72,7 +74,7 @@ def attention_pair_cost(model: Any) -> float:
         id(m.weight) for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None
     }
     linear = sum(p.numel() for p in model.parameters() if id(p) not in embeddings)
-    return 2 * (4 * layers * heads * head_dim) / (2 * max(linear, 1))
+    return MASKED_ATTENTION_SLOWDOWN * (4 * layers * heads * head_dim) / (2 * max(linear, 1))
 
 
 def growable(cache: Any) -> bool:
